@@ -1,0 +1,206 @@
+"""The discrete-map simulator: thresholds, ensemble = loop of simulate, determinism, divergence."""
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import eosdyn
+from eosdyn.losses import Quadratic
+from eosdyn.rules import DCAO, GD, Adam, EoSAda, HeavyBall, Nesterov
+
+
+def _grows(loss, rule, theta0, steps):
+    """Edge criterion: the loss at the end of the run exceeds the loss at the start."""
+    tr = eosdyn.simulate(loss, rule, theta0, steps, record_every=steps, track_sharpness=False)
+    return tr.diverged or tr.loss[-1] > tr.loss[0]
+
+
+def _bisect_edge(make_rule, loss, theta0, lo, hi, steps, rtol):
+    assert not _grows(loss, make_rule(lo), theta0, steps)
+    assert _grows(loss, make_rule(hi), theta0, steps)
+    while (hi - lo) / lo > rtol:
+        mid = 0.5 * (lo + hi)
+        if _grows(loss, make_rule(mid), theta0, steps):
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+@pytest.mark.parametrize("eigs", [[10.0, 1.0], [3.0, 2.5, 0.1, 0.01]])
+def test_gd_converges_iff_lr_below_two_over_lambda(eigs):
+    loss = Quadratic(eigs=eigs)
+    theta0 = np.ones(len(eigs))
+    edge = _bisect_edge(GD, loss, theta0, 0.5 / max(eigs), 4.0 / max(eigs), 20000, 1e-5)
+    assert edge == pytest.approx(2.0 / max(eigs), rel=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.9])
+def test_heavy_ball_converges_iff_lr_below_two_one_plus_beta_over_lambda(beta):
+    loss = Quadratic(eigs=[4.0, 1.0])
+    edge = _bisect_edge(lambda lr: HeavyBall(lr, beta), loss, np.ones(2), 0.1, 2.0, 40000, 1e-5)
+    assert edge == pytest.approx(2 * (1 + beta) / 4.0, rel=1e-4)
+
+
+def test_nesterov_edge_matches_torch_convention_closed_form():
+    beta = 0.8
+    loss = Quadratic(eigs=[4.0, 1.0])
+    edge = _bisect_edge(lambda lr: Nesterov(lr, beta), loss, np.ones(2), 0.05, 1.0, 40000, 1e-5)
+    assert edge == pytest.approx((2 + 2 * beta) / ((1 + 2 * beta) * 4.0), rel=1e-4)
+
+
+@pytest.mark.parametrize("rule", [GD(0.19), HeavyBall(0.05, 0.9), Adam(0.05), EoSAda(alpha=1.9),
+                                  EoSAda(alpha=1.5, noise_scale=0.1, noise_decay=0.05),
+                                  DCAO(lr=0.05, k=2, curvature_every=3, lanczos_steps=3)])
+def test_ensemble_equals_loop_of_simulate_bitwise(rule, rng):
+    H = rng.standard_normal((3, 3))
+    loss = Quadratic(H @ H.T + np.eye(3))
+    th0 = rng.standard_normal((5, 3))
+    ens = eosdyn.ensemble(loss, rule, th0, 60, record_every=7, seed=3)
+    for i in range(5):
+        tr = eosdyn.simulate(loss, rule, th0[i], 60, record_every=7, seed=3, stream_index=i)
+        assert np.array_equal(tr.loss, ens.loss[i])
+        assert np.array_equal(tr.sharpness, ens.sharpness[i], equal_nan=True)
+        assert np.array_equal(tr.lr, ens.lr[i])
+        assert np.array_equal(tr.final_theta, ens.final_theta[i])
+        assert np.array_equal(tr.theta[-1], tr.theta[60 // 7])
+
+
+_THREAD_SCRIPT = textwrap.dedent("""
+    import hashlib, numpy as np, eosdyn
+    from eosdyn.losses import Quadratic
+    from eosdyn.rules import EoSAda
+    rng = np.random.default_rng(0)
+    loss = Quadratic(eigs=np.linspace(0.5, 10, 6))
+    ens = eosdyn.ensemble(loss, EoSAda(alpha=1.8, noise_scale=0.3, noise_decay=0.1),
+                          rng.standard_normal((64, 6)), 300, record_every=30, seed=11)
+    import numba
+    h = hashlib.sha256(ens.final_theta.tobytes() + ens.loss.tobytes()).hexdigest()
+    print(numba.get_num_threads(), h)
+""")
+
+
+def test_results_bit_identical_for_one_and_two_threads():
+    out = {}
+    for nt in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=nt)
+        res = subprocess.run([sys.executable, "-c", _THREAD_SCRIPT], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        threads, digest = res.stdout.split()[-2:]
+        assert threads == nt
+        out[nt] = digest
+    assert out["1"] == out["2"]
+
+
+def test_divergence_is_flagged_and_never_spreads_into_statistics():
+    loss = Quadratic(eigs=[10.0, 1.0])
+    th0 = np.array([[1.0, 1.0], [1.0, 1.0]])
+    # trajectory 0 is stable (lr = 0.19), trajectory 1 diverges: same rule, two starts
+    # cannot differ in lr, so run two ensembles and check each.
+    bad = eosdyn.ensemble(loss, GD(0.25), th0, 5000, record_every=10)
+    assert bad.diverged.all()
+    assert (bad.diverged_at > 0).all()
+    k = bad.diverged_at[0] // 10
+    assert np.isnan(bad.loss[0, k + 1:]).all()
+    assert np.isnan(bad.mean("loss")[k + 1:]).all()
+    mixed = eosdyn.ensemble(Quadratic(eigs=[10.0, 1.0]), GD(0.19), [[1.0, 1.0], [1e200, 1.0]], 50)
+    assert list(mixed.diverged) == [False, True]
+    assert np.all(np.isfinite(mixed.mean("loss")))
+    np.testing.assert_array_equal(mixed.mean("loss")[1:], mixed.loss[0, 1:])
+
+
+def test_gd_at_the_edge_records_sharpness_times_lr(rng):
+    loss = Quadratic(eigs=[10.0, 1.0])
+    tr = eosdyn.simulate(loss, GD(0.19), [1.0, 1.0], 100)
+    np.testing.assert_allclose(tr.sharpness * tr.lr, 1.9)
+    np.testing.assert_allclose(tr.lambda2, 1.0)
+    # closed form of GD on a diagonal quadratic: θ_t = (1 − ηλ)^t θ_0
+    np.testing.assert_allclose(tr.theta[:, 0], (1 - 1.9) ** np.arange(101), rtol=1e-12)
+    assert not tr.diverged and tr.diverged_at == -1
+
+
+def test_eosada_with_exact_curvature_tracks_the_edge():
+    loss = Quadratic(eigs=[50.0, 1.0])
+    tr = eosdyn.simulate(loss, EoSAda(alpha=1.9, eps=0.5, curvature="exact"), [1.0, 1.0], 50)
+    lr = 1.9 / 50.5
+    np.testing.assert_allclose(tr.lr, lr)
+    # each mode contracts by its own factor (1 − η_t λ_i); the top one by 1 − 1.9·50/50.5
+    t = np.arange(51)
+    np.testing.assert_allclose(tr.theta[:, 0], (1 - lr * 50.0) ** t, rtol=1e-10)
+    np.testing.assert_allclose(tr.theta[:, 1], (1 - lr * 1.0) ** t, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_in_kernel_probes_find_lambda_max(method, rng):
+    A = rng.standard_normal((8, 8))
+    H = A @ A.T + np.diag(np.arange(8.0))
+    loss = Quadratic(H)
+    tr = eosdyn.simulate(loss, EoSAda(alpha=1.0, eps=0.0, curvature=method, lanczos_steps=8 if method == "lanczos" else 300),
+                         rng.standard_normal(8), 3)
+    lam = np.linalg.eigvalsh(H)[-1]
+    np.testing.assert_allclose(1.0 / tr.lr[:3], lam, rtol=1e-8)
+
+
+def test_hutchinson_probe_estimates_mean_eigenvalue_not_lambda_max(rng):
+    loss = Quadratic(eigs=[100.0] + [1.0] * 9)
+    rule = EoSAda(alpha=1.0, eps=0.0, curvature="hutchinson", hutchinson_samples=1)
+    th0 = np.zeros((4000, 10))
+    ens = eosdyn.ensemble(loss, rule, th0, 0, seed=5)
+    est = 1.0 / ens.lr[:, 0]           # each trajectory's single-sample uᵀHu
+    se = est.std(ddof=1) / np.sqrt(est.size)
+    assert abs(est.mean() - np.trace(loss.H) / 10) < 4 * se      # tr(H)/d = 10.9
+    assert est.mean() < 0.2 * 100.0                               # far below λ_max
+
+
+def test_dcao_lanczos_probe_gives_top_two_eigenvalues(rng):
+    loss = Quadratic(eigs=[9.0, 4.0, 1.0, 0.5])
+    rule = DCAO(lr=0.01, momentum=0.3, alpha=0.5, rho_ref=5.0, beta1=1.0, gap_ref=2.0, k=2,
+                lanczos_steps=4, curvature_every=1)
+    tr = eosdyn.simulate(loss, rule, rng.standard_normal(4), 2)
+    lr, mom, wd = rule.schedule([9.0, 4.0])
+    np.testing.assert_allclose(tr.lr, lr, rtol=1e-10)
+
+
+def test_adam_records_preconditioned_sharpness():
+    loss = Quadratic(eigs=[10.0, 1.0])
+    rule = Adam(0.01, (0.9, 0.999))
+    tr = eosdyn.simulate(loss, rule, [1.0, 1.0], 20)
+    z = rule.pack([1.0, 1.0], rule.init_state(np.ones(2)))
+    for t in range(1, 21):
+        z = rule.map(loss, z, t)
+    P = rule.preconditioner(z[2:], t=20)
+    expected = np.linalg.eigvalsh(np.diag(P ** -0.5) @ loss.H @ np.diag(P ** -0.5))[-1]
+    assert tr.preconditioned_sharpness[-1] == pytest.approx(expected, rel=1e-10)
+
+
+def test_trajectory_to_xarray_and_netcdf_roundtrip(tmp_path):
+    xr = pytest.importorskip("xarray")
+    tr = eosdyn.simulate(Quadratic(eigs=[2.0, 1.0]), GD(0.5), [1.0, 1.0], 10, record_every=2)
+    ds = tr.to_xarray()
+    assert ds.sizes["step"] == 6 and ds["theta"].shape == (6, 2)
+    assert ds.attrs["rule_lr"] == 0.5 and ds.attrs["eosdyn_version"]
+    tr.save(tmp_path / "run.nc")
+    back = xr.open_dataset(tmp_path / "run.nc")
+    np.testing.assert_array_equal(back["loss"].values, tr.loss)
+    ens = eosdyn.ensemble(Quadratic(eigs=[2.0, 1.0]), GD(0.5), np.ones((3, 2)), 10)
+    assert ens.to_xarray()["loss"].dims == ("trajectory", "step")
+
+
+@pytest.mark.parametrize("call, exc, word", [
+    (lambda q: eosdyn.simulate(q, GD(0.1), [1.0, 1.0], -1), ValueError, "steps"),
+    (lambda q: eosdyn.simulate(q, GD(0.1), [1.0, np.nan], 10), ValueError, "theta0"),
+    (lambda q: eosdyn.simulate(q, GD(0.1), [1.0, 1.0, 1.0], 10), ValueError, "loss.dim"),
+    (lambda q: eosdyn.simulate(q, GD(0.1), [1.0, 1.0], 10, record_every=0), ValueError, "record_every"),
+    (lambda q: eosdyn.ensemble(q, GD(0.1), np.ones((3, 3)), 10), ValueError, "theta0s"),
+    (lambda q: eosdyn.simulate(q, "gd", [1.0, 1.0], 10), TypeError, "rule"),
+    (lambda q: eosdyn.simulate(None, GD(0.1), [1.0, 1.0], 10), TypeError, "loss"),
+    (lambda q: Quadratic(H=[[1.0, 2.0], [0.0, 1.0]]), ValueError, "symmetric"),
+])
+def test_bad_input_raises_named_errors(call, exc, word):
+    with pytest.raises(exc, match=word):
+        call(Quadratic(eigs=[2.0, 1.0]))
