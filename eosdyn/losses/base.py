@@ -85,6 +85,9 @@ class Loss:
 
 
 _HVP_CACHE: dict = {}
+# id(derived kernel) -> (how it was derived, the kernel it wraps); lets the simulator
+# regenerate such closures as cacheable module-level code (eosdyn.sim.kernels).
+DERIVED: dict = {}
 
 
 def hvp_from_hess(hess_fn):
@@ -96,6 +99,7 @@ def hvp_from_hess(hess_fn):
             return hess_fn(theta, params) @ v
 
         _HVP_CACHE[key] = (hess_fn, hvp_fn)
+        DERIVED[id(hvp_fn)] = ("hvp_from_hess", hess_fn)
     return _HVP_CACHE[key][1]
 
 
@@ -113,4 +117,5 @@ def grad_into_from_grad(grad_fn):
                 out[i] = g[i]
 
         _GRAD_INTO_CACHE[key] = (grad_fn, grad_into_fn)
+        DERIVED[id(grad_into_fn)] = ("grad_into_from_grad", grad_fn)
     return _GRAD_INTO_CACHE[key][1]

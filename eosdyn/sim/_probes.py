@@ -36,88 +36,79 @@ def _normalize(v):
     return n
 
 
-def _make_probe(hess_fn, hvp_fn):
-    @njit
-    def probe(theta, params, method, k, m, nsamp, rng, warm, out):
-        """Fill out[:k] with the curvature estimate; updates the warm-start vector in place."""
-        d = theta.shape[0]
-        if method == 1:
-            top_eigs_exact(hess_fn(theta, params), k, out)
-        elif method == 2:
-            mm = min(m, d)
-            Q = np.zeros((mm, d))
-            alpha = np.zeros(mm)
-            beta = np.zeros(mm)
-            q = warm.copy()
-            if _normalize(q) == 0.0:
-                rng_fill_normal(rng, q)
-                _normalize(q)
-            used = 0
-            for j in range(mm):
-                Q[j] = q
-                w = hvp_fn(theta, q, params)
-                a = np.dot(w, q)
-                alpha[j] = a
-                used = j + 1
-                # full reorthogonalisation (twice is enough)
-                for _ in range(2):
-                    for i in range(j + 1):
-                        w -= np.dot(w, Q[i]) * Q[i]
-                b = np.sqrt(np.dot(w, w))
-                if j + 1 < mm:
-                    beta[j] = b
-                    if b <= 1e-12 * (abs(a) + 1.0):
-                        break
-                    q = w / b
-            T = np.zeros((used, used))
-            for i in range(used):
-                T[i, i] = alpha[i]
-                if i + 1 < used:
-                    T[i, i + 1] = beta[i]
-                    T[i + 1, i] = beta[i]
-            ev, ew = np.linalg.eigh(T)
-            for i in range(k):
-                out[i] = ev[used - 1 - i] if i < used else ev[0]
-            # warm start: the top Ritz vector
-            top = ew[:, used - 1]
-            warm[:] = 0.0
-            for i in range(used):
-                warm += top[i] * Q[i]
-        elif method == 3:
-            q = warm.copy()
-            if _normalize(q) == 0.0:
-                rng_fill_normal(rng, q)
-                _normalize(q)
-            lam = 0.0
-            for _ in range(m):
-                w = hvp_fn(theta, q, params)
-                lam = np.dot(w, q)
-                if _normalize(w) == 0.0:
+@njit
+def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
+    """Fill out[:k] with the curvature estimate; updates the warm-start vector in place.
+
+    Takes the loss's Hessian and HVP kernels as arguments, so it is compiled
+    with the simulator kernel that calls it (not cached on its own).
+    """
+    d = theta.shape[0]
+    if method == 1:
+        top_eigs_exact(hess_fn(theta, params), k, out)
+    elif method == 2:
+        mm = min(m, d)
+        Q = np.zeros((mm, d))
+        alpha = np.zeros(mm)
+        beta = np.zeros(mm)
+        q = warm.copy()
+        if _normalize(q) == 0.0:
+            rng_fill_normal(rng, q)
+            _normalize(q)
+        used = 0
+        for j in range(mm):
+            Q[j] = q
+            w = hvp_fn(theta, q, params)
+            a = np.dot(w, q)
+            alpha[j] = a
+            used = j + 1
+            # full reorthogonalisation (twice is enough)
+            for _ in range(2):
+                for i in range(j + 1):
+                    w -= np.dot(w, Q[i]) * Q[i]
+            b = np.sqrt(np.dot(w, w))
+            if j + 1 < mm:
+                beta[j] = b
+                if b <= 1e-12 * (abs(a) + 1.0):
                     break
-                q = w
-            warm[:] = q
-            out[0] = lam
-            for i in range(1, k):
-                out[i] = lam
-        elif method == 4:
-            u = np.empty(d)
-            acc = 0.0
-            for _ in range(nsamp):
-                rng_fill_normal(rng, u)
-                _normalize(u)
-                acc += np.dot(u, hvp_fn(theta, u, params))
-            out[0] = acc / nsamp
-            for i in range(1, k):
-                out[i] = out[0]
-    return probe
-
-
-_PROBES: dict = {}
-
-
-def probe_for(loss):
-    """The compiled probe for a loss family (cached on its kernel functions)."""
-    key = (id(loss.hess_fn), id(loss.hvp_fn))
-    if key not in _PROBES:
-        _PROBES[key] = (loss.hess_fn, loss.hvp_fn, _make_probe(loss.hess_fn, loss.hvp_fn))
-    return _PROBES[key][2]
+                q = w / b
+        T = np.zeros((used, used))
+        for i in range(used):
+            T[i, i] = alpha[i]
+            if i + 1 < used:
+                T[i, i + 1] = beta[i]
+                T[i + 1, i] = beta[i]
+        ev, ew = np.linalg.eigh(T)
+        for i in range(k):
+            out[i] = ev[used - 1 - i] if i < used else ev[0]
+        # warm start: the top Ritz vector
+        top = ew[:, used - 1]
+        warm[:] = 0.0
+        for i in range(used):
+            warm += top[i] * Q[i]
+    elif method == 3:
+        q = warm.copy()
+        if _normalize(q) == 0.0:
+            rng_fill_normal(rng, q)
+            _normalize(q)
+        lam = 0.0
+        for _ in range(m):
+            w = hvp_fn(theta, q, params)
+            lam = np.dot(w, q)
+            if _normalize(w) == 0.0:
+                break
+            q = w
+        warm[:] = q
+        out[0] = lam
+        for i in range(1, k):
+            out[i] = lam
+    elif method == 4:
+        u = np.empty(d)
+        acc = 0.0
+        for _ in range(nsamp):
+            rng_fill_normal(rng, u)
+            _normalize(u)
+            acc += np.dot(u, hvp_fn(theta, u, params))
+        out[0] = acc / nsamp
+        for i in range(1, k):
+            out[i] = out[0]

@@ -12,8 +12,7 @@ import numpy as np
 from .._validate import finite_matrix, finite_vector, nonneg_int, positive
 from ..losses.base import Loss
 from ..rules.base import Rule
-from ._probes import probe_for
-from .kernels import run_ensemble
+from .kernels import ensemble_kernel
 from .results import EnsembleResult, Trajectory
 
 
@@ -53,11 +52,11 @@ def _run(loss, rule, thetas, steps, record_every, seed, index_offset, track_shar
     diverged_at = np.full(n, -1, np.int64)
     value_fn, grad_into_fn, hess_fn, hvp_fn, params = loss.kernel_functions()
     t0 = time.perf_counter()
-    run_ensemble(value_fn, grad_into_fn, hess_fn, probe_for(loss), rule.step_fn, rule.precond_fn,
-                 params, rule.hyper, thetas, states, steps, record_every, np.uint64(seed),
-                 np.uint64(index_offset), cmethod, ck, rule.curvature_every, rule.lanczos_steps,
-                 rule.hutchinson_samples, bool(track_sharpness), pre, float(blowup),
-                 out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at)
+    kernel = ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, rule.step_fn, rule.precond_fn)
+    kernel(params, rule.hyper, thetas, states, steps, record_every, np.uint64(seed),
+           np.uint64(index_offset), cmethod, ck, rule.curvature_every, rule.lanczos_steps,
+           rule.hutchinson_samples, bool(track_sharpness), pre, float(blowup),
+           out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at)
     wall = time.perf_counter() - t0
     step_idx = np.arange(R) * record_every
     return dict(thetas=thetas, states=states, step=step_idx, theta=out_theta, loss=out_loss,
