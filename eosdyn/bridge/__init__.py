@@ -1,0 +1,32 @@
+"""The torch bridge: the toy world's rules and curvature probes, run on real PyTorch models.
+
+- Curvature: :func:`hvp` (exact full-data-set Hessian-vector products, torch.func
+  forward-over-reverse with a double-backward fallback), :func:`sharpness` (top-k Hessian
+  eigenpairs by the curvature module's Lanczos on the device, warm-started) and
+  :func:`preconditioned_sharpness` (λ_max(P⁻¹H), e.g. for Adam).
+- Optimizers: :class:`EoSAda`, :class:`DCAO` (``torch.optim.Optimizer`` subclasses calling
+  the same :mod:`eosdyn.rules.schedules` as the toy rules). Baselines are torch's own
+  (SGD with/without momentum, Adam, AdamW; full-batch GD = SGD on one batch).
+- Trainer: :func:`train`, which tracks λ₁, λ₂, the gap, the preconditioned sharpness,
+  the step size in force, HVP counts and wall time, checkpoints and resumes, and returns
+  the same :class:`~eosdyn.sim.results.Trajectory` as the toy simulator.
+- Models, losses and offline data: :class:`MLP`, :class:`SmallCNN`, :func:`mse_loss`
+  (½·sum over outputs·mean over examples), :func:`cross_entropy_loss`, :func:`digits`,
+  :func:`teacher_student`, :func:`gaussian_mixture`, :func:`function_fitting`,
+  :func:`cifar10`, :func:`batches`.
+
+Everything runs on the model's own device and dtype; nothing is hard-wired to CUDA.
+"""
+from .curvature import SharpnessResult, preconditioned_sharpness, sharpness
+from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
+from .hvp import HessianOperator, HVPInfo, hvp
+from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
+from .optim import DCAO, EoSAda, NonFiniteLossError
+from .train import train
+
+__all__ = [
+    "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
+    "EoSAda", "DCAO", "NonFiniteLossError", "train",
+    "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
+    "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
+]

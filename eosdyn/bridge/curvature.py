@@ -1,0 +1,229 @@
+"""Sharpness of torch models: top Hessian eigenpairs on the device, plain and preconditioned.
+
+Both functions wrap the model's exact Hessian-vector product (:class:`~eosdyn.bridge.hvp.
+HessianOperator`) as a matvec on flat tensors and hand it to the curvature module's
+:func:`eosdyn.curvature.top_eigenpairs` — the same thick-restart Lanczos the toy world
+uses, run here on torch tensors on the model's device (only the small projected
+matrices go to the host). The sharpness is the largest *algebraic* eigenvalue (which="LA"):
+a Hessian away from a minimum is indefinite, and the largest-magnitude eigenvalue can
+be a negative one.
+
+- :func:`sharpness`: λ₁ ≥ … ≥ λ_k of ∇²L, L the full-data-set mean loss.
+- :func:`preconditioned_sharpness`: λ_max(P⁻¹H) for a diagonal preconditioner P, e.g.
+  Adam's P = diag(√v̂ + ε) (Cohen et al. 2022, "Adaptive gradient methods at the edge
+  of stability", §3: Adam sits at the edge when λ_max(P⁻¹H) ≈ (2 + 2β₁)/((1 − β₁)η)).
+  P⁻¹H is not symmetric, but it is similar to P^(-1/2) H P^(-1/2), which is: the two
+  share their eigenvalues, and Lanczos runs on the symmetric form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._validate import nonneg_int, positive
+from ._common import check_flat_vector, flatten
+from .hvp import HessianOperator
+
+
+def _top_eigenpairs():
+    from ..curvature import top_eigenpairs
+
+    return top_eigenpairs
+
+
+@dataclass
+class SharpnessResult:
+    """Top-k Hessian eigenpairs of a model's loss, with how they were obtained.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray (k,)
+        Host float64, descending (largest algebraic first). ``eigenvalues[0]`` is the sharpness.
+    eigenvectors : tensor (n, k)
+        Unit columns on the model's device and dtype, over the trainable parameters in
+        ``model.parameters()`` order; pass them as ``v0`` to warm-start the next call.
+        For :func:`preconditioned_sharpness` they are eigenvectors of the symmetric form
+        P^(-1/2) H P^(-1/2) (those of P⁻¹H are P^(-1/2) times them).
+    residual_norms : ndarray (k,)
+        ‖A u − λ u‖ per pair.
+    n_hvp : int
+        Hessian-vector products taken (each one a pass over the whole data set).
+    converged : bool
+    hvp_info : dict
+        The :class:`~eosdyn.bridge.hvp.HVPInfo` conventions (method, train/eval mode,
+        BatchNorm, batch weighting, dtype, device).
+    which, method, tol : the eigensolver's settings ("LA" = largest algebraic).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: torch.Tensor
+    residual_norms: np.ndarray
+    n_hvp: int
+    converged: bool
+    hvp_info: dict
+    which: str = "LA"
+    method: str = "lanczos"
+    tol: float = float("nan")
+    preconditioned: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sharpness(self) -> float:
+        """λ₁, the largest algebraic eigenvalue."""
+        return float(self.eigenvalues[0])
+
+    @property
+    def lambda2(self) -> float:
+        """λ₂ (NaN when k = 1)."""
+        return float(self.eigenvalues[1]) if self.eigenvalues.shape[0] > 1 else float("nan")
+
+    @property
+    def gap(self) -> float:
+        """The spectral gap λ₁ − λ₂ (NaN when k = 1)."""
+        return self.sharpness - self.lambda2
+
+
+def _check_k(k, n):
+    k = nonneg_int("k", k, minimum=1)
+    if k > n:
+        raise ValueError(f"k must be in [1, number of trainable parameters] = [1, {n}], got {k}")
+    return k
+
+
+def _run(op, matvec, k, v0, tol, max_iter, method, seed, preconditioned, extra=None):
+    n = op.dim
+    k = _check_k(k, n)
+    if tol is not None:
+        tol = positive("tol", tol)
+    if v0 is not None:
+        if not isinstance(v0, torch.Tensor):
+            v0 = torch.as_tensor(np.asarray(v0, dtype=np.float64))
+        if v0.ndim == 1:
+            v0 = check_flat_vector("v0", v0, n, op.device, op.dtype)
+        elif v0.ndim == 2 and v0.shape[0] == n:
+            v0 = v0.detach().to(device=op.device, dtype=op.dtype)
+        else:
+            raise ValueError(f"v0 must have shape ({n},) or ({n}, j), got {tuple(v0.shape)}")
+    like = torch.empty(0, device=op.device, dtype=op.dtype)
+    before = op.n_hvp
+    res = _top_eigenpairs()(matvec, n, k=k, method=method, which="LA", tol=tol, max_iter=max_iter,
+                            v0=v0, seed=seed, like=like)
+    return SharpnessResult(
+        eigenvalues=np.asarray(res.eigenvalues, dtype=np.float64),
+        eigenvectors=res.eigenvectors,
+        residual_norms=np.asarray(res.residual_norms, dtype=np.float64),
+        n_hvp=op.n_hvp - before,
+        converged=bool(res.converged),
+        hvp_info=op.info.to_dict(),
+        which=res.which,
+        method=res.method,
+        tol=float(res.tol),
+        preconditioned=preconditioned,
+        extra=dict(extra or {}),
+    )
+
+
+def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = None,
+              max_iter: int | None = None, method: str = "lanczos", seed: int = 0,
+              hvp_method: str = "auto") -> SharpnessResult:
+    """The top-k eigenpairs of the Hessian of the full-data-set mean loss of ``model``.
+
+    Parameters
+    ----------
+    model, loss_fn, data
+        As for :func:`~eosdyn.bridge.hvp`: ``loss_fn(outputs, targets)`` is a batch mean,
+        ``data`` a pair or an iterable of pairs, batches weighted by n_b/N.
+    k : int, 1 <= k <= number of trainable parameters
+    v0 : tensor (n,) or (n, j), optional
+        Warm start, e.g. the previous call's ``eigenvectors``.
+    tol : float, optional
+        Relative residual tolerance ‖Hu − λu‖ ≤ tol·|λ| (default: the curvature module's,
+        1e-8 in float64 and 1e-4 in float32).
+    max_iter : int, optional
+        Budget of HVPs.
+    method : {"lanczos", "power", "exact"}
+        Passed to :func:`eosdyn.curvature.top_eigenpairs` ("exact" takes n HVPs).
+    seed : int
+        Seed of the random start vector (when ``v0`` is None).
+    hvp_method : {"auto", "func", "double_backward"}
+
+    Returns
+    -------
+    SharpnessResult
+        eigenvalues (descending), eigenvectors on the device, residual norms, HVP count,
+        and the conventions used.
+    """
+    op = HessianOperator(model, loss_fn, data, hvp_method)
+    return _run(op, op.matvec, k, v0, tol, max_iter, method, seed, False)
+
+
+# ------------------------------------------------------------------ preconditioned
+def _adam_preconditioner(optimizer, params) -> list:
+    """Adam's P = √(v / (1 − β₂ᵗ)) + ε per parameter (PyTorch's convention; v̂ with amsgrad's max)."""
+    by_id = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            by_id[id(p)] = group
+    out = []
+    for i, p in enumerate(params):
+        group = by_id.get(id(p))
+        if group is None:
+            raise ValueError(f"preconditioner: model parameter {i} (shape {tuple(p.shape)}) is not "
+                             "managed by the optimizer")
+        st = optimizer.state.get(p, {})
+        if "exp_avg_sq" not in st:
+            raise ValueError(f"preconditioner: {type(optimizer).__name__} has no second-moment state "
+                             "('exp_avg_sq') for a parameter: pass an Adam-style optimizer that has "
+                             "taken at least one step")
+        v = st["max_exp_avg_sq"] if group.get("amsgrad", False) and "max_exp_avg_sq" in st else st["exp_avg_sq"]
+        t = float(st["step"])
+        b2 = group["betas"][1]
+        c2 = 1.0 - b2 ** t
+        out.append(torch.sqrt(v.detach() / c2) + group["eps"])
+    return out
+
+
+def preconditioner_vector(preconditioner, params) -> torch.Tensor:
+    """The diagonal P as a flat vector over ``params`` (see :func:`preconditioned_sharpness`)."""
+    n = sum(p.numel() for p in params)
+    device, dtype = params[0].device, params[0].dtype
+    if isinstance(preconditioner, torch.optim.Optimizer):
+        P = flatten(_adam_preconditioner(preconditioner, params)).to(device=device, dtype=dtype)
+    elif isinstance(preconditioner, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in preconditioner):
+        if len(preconditioner) != len(params) or any(t.shape != p.shape for t, p in zip(preconditioner, params)):
+            raise ValueError("preconditioner given as tensors must have one tensor per trainable "
+                             "parameter, of the same shapes")
+        P = flatten(preconditioner).to(device=device, dtype=dtype)
+    else:
+        P = check_flat_vector("preconditioner", preconditioner, n, device, dtype)
+    if not bool(torch.isfinite(P).all()) or not bool((P > 0).all()):
+        raise ValueError("preconditioner must be finite and > 0 everywhere (a diagonal P ≻ 0)")
+    return P
+
+
+def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v0=None,
+                             tol: float | None = None, max_iter: int | None = None,
+                             method: str = "lanczos", seed: int = 0,
+                             hvp_method: str = "auto") -> SharpnessResult:
+    """The top-k eigenvalues of P⁻¹H for a diagonal preconditioner P ≻ 0.
+
+    ``preconditioner`` is either a ``torch.optim.Adam``/``AdamW`` (or any optimizer whose
+    state holds Adam's ``exp_avg_sq`` and ``step``), giving PyTorch Adam's
+    P = √(v/(1 − β₂ᵗ)) + ε (``max_exp_avg_sq`` with amsgrad) — the matrix that divides the
+    step, θ ← θ − η P⁻¹ m̂; or the diagonal itself, as a flat tensor (n,) or a list of
+    tensors shaped like the parameters.
+
+    Computed as the eigenvalues of the symmetric P^(-1/2) H P^(-1/2) (similar to P⁻¹H),
+    by Lanczos on the device. Other arguments as in :func:`sharpness`.
+    """
+    op = HessianOperator(model, loss_fn, data, hvp_method)
+    P = preconditioner_vector(preconditioner, op.params)
+    s = torch.rsqrt(P)
+
+    def matvec(u):
+        return s * op.matvec(s * u)
+
+    return _run(op, matvec, k, v0, tol, max_iter, method, seed, True,
+                extra={"preconditioner": type(preconditioner).__name__})

@@ -1,0 +1,29 @@
+"""Curvature estimators over a matrix-vector product, for numpy and torch vectors alike.
+
+- :func:`top_eigenpairs` — extreme eigenpairs by thick-restart Lanczos, shifted
+  power/subspace iteration, or dense ``eigh`` (:class:`EigenResult`);
+- :func:`hutchinson_trace` — stochastic trace estimate (:class:`HutchinsonResult`);
+- :func:`spectral_density` — stochastic Lanczos quadrature (:class:`SpectralDensity`);
+- :func:`dense_operator`, :func:`hessian_operator` (an eosdyn Loss at θ),
+  :func:`check_symmetric` — operators and checks.
+
+Every routine takes ``matvec`` (v -> A v, A symmetric) and ``dim``; the vectors stay
+in the caller's namespace, dtype and device, chosen by ``v0`` or ``like=``.
+"""
+from .density import SpectralDensity, spectral_density
+from .eigen import EigenResult, top_eigenpairs
+from .operators import DenseOperator, check_symmetric, dense_operator, hessian_operator
+from .trace import HutchinsonResult, hutchinson_trace
+
+__all__ = [
+    "top_eigenpairs",
+    "EigenResult",
+    "hutchinson_trace",
+    "HutchinsonResult",
+    "spectral_density",
+    "SpectralDensity",
+    "dense_operator",
+    "DenseOperator",
+    "check_symmetric",
+    "hessian_operator",
+]
