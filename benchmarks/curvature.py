@@ -160,7 +160,9 @@ def main(argv=None):
     except ImportError:
         print("\npyhessian not installed: skipped (pip install pyhessian to compare)")
         return
-    import pyhessian.hessian as ph_mod
+    import sys as _sys
+
+    ph_mod = _sys.modules["pyhessian.hessian"]  # the package re-binds `hessian` to the class
 
     ph_count = [0]
     orig = ph_mod.hessian_vector_product
@@ -172,10 +174,14 @@ def main(argv=None):
     ph_mod.hessian_vector_product = counted
     try:
         torch.manual_seed(0)
+        # PyHessian draws its start vector with torch.randn in the default dtype
+        old_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(next(model.parameters()).dtype)
         comp = PyHessian(model, B.mse_loss, data=(X, Y), cuda=device.type == "cuda")
         (eigs, _), tp = timed(lambda: comp.eigenvalues(maxIter=100, tol=1e-3, top_n=1), device)
     finally:
         ph_mod.hessian_vector_product = orig
+        torch.set_default_dtype(old_dtype)
     lam_p = float(eigs[0])
     err_p = abs(lam_p - lam_ref) / lam_ref
     print(f"\npyhessian (maxIter 100, tol 1e-3): λ = {lam_p:.10g}, {ph_count[0]} HVPs, {tp:.3f} s, "

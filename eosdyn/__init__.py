@@ -34,9 +34,8 @@ def __getattr__(name):
     if name in _LAZY_MODULES:
         return importlib.import_module(f".{name}", __name__)
     if name == "sweep":
-        # `eosdyn.sweep(fn, grid, ...)` is the function; the module is eosdyn.sweep (package).
-        mod = importlib.import_module(".sweep", __name__)
-        return getattr(mod, "sweep", mod)
+        # the eosdyn.sweep module is itself callable: eosdyn.sweep(fn, grid, store=...)
+        return importlib.import_module(".sweep", __name__)
     raise AttributeError(f"module 'eosdyn' has no attribute {name!r}")
 
 

@@ -177,8 +177,8 @@ def _save(ds, path):
         ds.to_zarr(path, mode="w")
     else:
         try:
-            ds.to_netcdf(path, engine="h5netcdf")
-        except (ImportError, ValueError):
+            ds.to_netcdf(path, engine="netcdf4")
+        except (ImportError, ValueError):  # NetCDF-3 through scipy needs no extra package
             ds.to_netcdf(path, engine="scipy")
 
 

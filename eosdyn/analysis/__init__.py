@@ -1,0 +1,47 @@
+"""Dynamical-systems analysis of update rules: is this minimum stable under this rule, where
+is the edge, and what happens past it.
+
+- :func:`stability`, :func:`threshold` — Jacobian spectra on the rule's full state, the
+  largest stable step size (closed form next to bisection).
+- :func:`fixed_points`, :func:`gd_fixed_points`, :func:`periodic_orbits` — Newton on
+  Fᵖ(x) − x from many starts; orbits classified by their multipliers.
+- :func:`lyapunov_spectrum`, :func:`lyapunov_spectrum_rule` — Benettin QR method.
+- :func:`bifurcation_diagram`, :func:`detect_period`, :func:`period_doubling_points` —
+  orbit diagrams over the step size and the period-doubling cascade.
+- :func:`displacement_field`, :func:`nullclines`, :func:`basins`, :func:`orbits` — phase
+  portraits of 2-D losses.
+- :func:`oscillation_spectrum` — power spectrum of a loss series, power at period 2.
+- :func:`stationary_covariance` — Lyapunov equations of noisy GD (SDE and map).
+- :func:`linear_network_stability`, :func:`min_manifold_sharpness`,
+  :func:`convergence_fraction` — the critical step size 2/min_M λ_max of linear networks
+  (Crăciun & Ghoshdastidar 2024) and its empirical check.
+"""
+from .bifurcation import (BifurcationResult, DoublingResult, bifurcation_diagram, detect_period,
+                          period_doubling_points)
+from .fixed_points import FixedPointResult, Orbit, fixed_points, gd_fixed_points, periodic_orbits
+from .linear_networks import (ConvergenceCurve, LinearNetworkStability, ManifoldSharpness,
+                              convergence_fraction, linear_network_stability, min_manifold_sharpness,
+                              project_to_minimum)
+from .lyapunov import LyapunovResult, lyapunov_spectrum, lyapunov_spectrum_rule
+from .phase import (BASIN_DIVERGED, BASIN_UNDECIDED, Nullclines, VectorField, basins, displacement_field,
+                    nullclines, orbits)
+from .spectra import OscillationSpectrum, oscillation_spectrum
+from .stability import (StabilityResult, ThresholdResult, adam_threshold, classify, eosada_threshold,
+                        gd_threshold, heavyball_threshold, nesterov_threshold, preconditioned_sharpness,
+                        stability, threshold)
+from .stationary import stationary_covariance, stationary_variance_per_mode
+
+__all__ = [
+    "stability", "StabilityResult", "classify", "threshold", "ThresholdResult",
+    "gd_threshold", "heavyball_threshold", "nesterov_threshold", "adam_threshold", "eosada_threshold",
+    "preconditioned_sharpness",
+    "fixed_points", "gd_fixed_points", "periodic_orbits", "FixedPointResult", "Orbit",
+    "lyapunov_spectrum", "lyapunov_spectrum_rule", "LyapunovResult",
+    "bifurcation_diagram", "detect_period", "period_doubling_points", "BifurcationResult", "DoublingResult",
+    "displacement_field", "nullclines", "basins", "orbits", "VectorField", "Nullclines",
+    "BASIN_DIVERGED", "BASIN_UNDECIDED",
+    "oscillation_spectrum", "OscillationSpectrum",
+    "stationary_covariance", "stationary_variance_per_mode",
+    "linear_network_stability", "min_manifold_sharpness", "convergence_fraction", "project_to_minimum",
+    "LinearNetworkStability", "ManifoldSharpness", "ConvergenceCurve",
+]

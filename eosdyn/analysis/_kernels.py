@@ -1,0 +1,110 @@
+"""One small numba kernel that iterates many noise-free maps with *different* hyperparameters.
+
+Why not :func:`eosdyn.ensemble`? The ensemble kernel runs **one** rule (one
+hyperparameter vector) over n starts and records from step 0 every k steps, with
+loss and curvature probes. The analysis needs something else:
+
+* a bifurcation diagram runs n *step sizes* (one hyperparameter row per trajectory);
+* it keeps only the last ``keep`` consecutive iterates after a long transient
+  (10⁵–10⁶ steps), which a stride-k record from step 0 cannot give without storing
+  the whole path;
+* basins and convergence fractions need only the final state, and no loss or
+  curvature records.
+
+So this kernel takes the loss's kernel functions and the rule's ``step_fn`` (the
+same compiled step the simulators call — no update formula is restated here) and a
+(n, h) matrix of hyperparameter rows. Curvature for curvature-aware rules is the
+exact one of :meth:`eosdyn.rules.Rule.map` (eigh of the Hessian), so the kernel is
+the deterministic map F of the analysis.
+
+``cache=False`` on the kernels that take functions as arguments: numba cannot load
+such a specialisation from its on-disk cache (the dispatcher types of a new process
+never match the stored key), so ``cache=True`` only writes a new ``.nbc`` file on
+every run — and fails with ``ReferenceError: underlying object has vanished`` for
+losses whose ``grad_into_fn`` is derived at run time (DeepLinear). Their small
+helpers without function arguments keep ``cache=True``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+CURV_NONE = 0
+CURV_EIG = 1
+CURV_TRACE = 2
+
+
+@njit(cache=False)
+def curvature(hess_fn, theta, params, curv_mode, curv):
+    H = hess_fn(theta, params)
+    if curv_mode == CURV_EIG:
+        ev = np.linalg.eigvalsh(H)
+        d = ev.shape[0]
+        for j in range(curv.shape[0]):
+            curv[j] = ev[d - 1 - j] if j < d else 0.0
+    else:  # CURV_TRACE: E[uᵀHu] over unit directions = tr(H)/d
+        s = 0.0
+        for i in range(H.shape[0]):
+            s += H[i, i]
+        curv[0] = s / H.shape[0]
+        for j in range(1, curv.shape[0]):
+            curv[j] = 0.0
+
+
+@njit(cache=False)
+def no_curvature(hess_fn, theta, params, curv_mode, curv):
+    """Stand-in for :func:`_curvature` for rules that probe none (keeps eigh out of the compile)."""
+    return
+
+
+@njit(cache=False)
+def iterate_one(grad_into_fn, curv_fn, hess_fn, step_fn, params, hyper, theta, state, curv_mode, ck,
+                steps, t0, keep, blowup, out):
+    """Iterate the map ``steps`` times in place; write the last ``keep`` iterates into out.
+
+    Iterate s (s = 0 … steps, s = 0 the start) goes to out[s − (steps − keep + 1)] when
+    s ≥ steps − keep + 1. The step number passed to the rule is t0 + s + 1. Returns the
+    step at which θ or the state stopped being finite or exceeded ``blowup`` (−1 if
+    never); the records from then on are NaN.
+    """
+    d = theta.shape[0]
+    g = np.empty(d)
+    work = np.zeros(d)
+    curv = np.zeros(max(ck, 1))
+    rng = np.zeros(4, np.uint64)
+    first = steps - keep + 1
+    for s in range(steps + 1):
+        bad = False
+        for i in range(d):
+            if not (abs(theta[i]) < blowup):
+                bad = True
+        for i in range(state.shape[0]):
+            if not (abs(state[i]) < blowup):
+                bad = True
+        if bad:
+            for r in range(max(s - first, 0), keep):
+                for i in range(d):
+                    out[r, i] = np.nan
+            return s
+        if s >= first:
+            for i in range(d):
+                out[s - first, i] = theta[i]
+        if s == steps:
+            break
+        grad_into_fn(theta, params, g)
+        curv_fn(hess_fn, theta, params, curv_mode, curv)
+        step_fn(theta, state, g, curv, hyper, t0 + s + 1, rng, work)
+    return -1
+
+
+@njit(cache=False, parallel=True)
+def iterate_many(grad_into_fn, curv_fn, hess_fn, step_fn, params, hypers, thetas, states, curv_mode, ck,
+                 steps, t0, keep, blowup, out, diverged_at):
+    """prange over rows: trajectory i uses hypers[i], starts at thetas[i], states[i] (in place).
+
+    ``curv_fn`` is :func:`curvature` for curvature-aware rules, :func:`no_curvature` otherwise.
+    """
+    n = thetas.shape[0]
+    for i in prange(n):
+        diverged_at[i] = iterate_one(grad_into_fn, curv_fn, hess_fn, step_fn, params, hypers[i], thetas[i],
+                                     states[i], curv_mode, ck, steps, t0, keep, blowup, out[i])

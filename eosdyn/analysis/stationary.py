@@ -1,0 +1,81 @@
+r"""Stationary covariances of noisy gradient descent on a quadratic: SDE and discrete map.
+
+Near a minimum, L(θ) ≈ ½ θᵀHθ. The proposal's continuous model, with time measured
+in steps (one unit of t = one step of size η),
+
+    dθ = −ηHθ dt + √(ηΣ) dW                                               (SDE)
+
+is an Ornstein–Uhlenbeck process with drift matrix A = ηH. For H positive definite
+its stationary covariance C solves the continuous Lyapunov equation (Gardiner,
+*Stochastic Methods*, 4th ed., §4.5.6; Risken, *The Fokker–Planck Equation*, §3.2)
+
+    A C + C Aᵀ = ηΣ,     per eigen-mode (commuting H, Σ = σ²I):  C = σ²/(2λ).
+
+The discrete counterpart — noisy GD, θ ← θ − ηHθ + √η·ξ with ξ ~ N(0, Σ), i.e. a
+per-step noise covariance ηΣ — is a linear AR(1) map whose stationary covariance
+solves the discrete Lyapunov equation
+
+    C = (I − ηH) C (I − ηH)ᵀ + ηΣ,     per mode: C = ησ²/(1 − (1−ηλ)²) = σ²/(λ(2 − ηλ)),
+
+which exists iff ρ(I − ηH) < 1, i.e. 0 < ηλ < 2 for every mode. The ratio
+map/SDE = 2/(2 − ηλ) is 1 + O(ηλ) for small steps and diverges at the edge of
+stability ηλ → 2. Both per-mode laws are derived with sympy in ``theory/noisy_gd.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
+
+from .._validate import choice, positive, symmetric
+
+
+def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
+    """Stationary covariance of noisy GD on ½θᵀHθ with noise covariance Σ per unit of ηt.
+
+    Parameters
+    ----------
+    H : (d, d) symmetric Hessian.
+    noise_cov : (d, d) symmetric positive semi-definite Σ (a scalar s means s·I).
+    lr : step size η > 0.
+    kind : "sde" — solve ηH C + C ηH = ηΣ (needs H positive definite);
+           "map" — solve C = (I − ηH) C (I − ηH)ᵀ + ηΣ (needs ρ(I − ηH) < 1).
+
+    Raises ValueError (naming the parameter) for non-square or non-symmetric H or Σ,
+    an indefinite Σ, or when no stationary distribution exists.
+    """
+    H = symmetric("H", H)
+    d = H.shape[0]
+    if np.ndim(noise_cov) == 0:
+        S = positive("noise_cov", noise_cov, allow_zero=True) * np.eye(d)
+    else:
+        S = symmetric("noise_cov", noise_cov)
+        if S.shape != H.shape:
+            raise ValueError(f"noise_cov must have the shape of H {H.shape}, got {S.shape}")
+    eta = positive("lr", lr)
+    kind = choice("kind", kind, ("sde", "map"))
+    sev = np.linalg.eigvalsh(S)
+    if sev[0] < -1e-12 * max(1.0, abs(sev[-1])):
+        raise ValueError(f"noise_cov must be positive semi-definite, has eigenvalue {sev[0]:.3g}")
+    hev = np.linalg.eigvalsh(H)
+    if kind == "sde":
+        if hev[0] <= 0:
+            raise ValueError(f"H must be positive definite for a stationary SDE covariance "
+                             f"(smallest eigenvalue {hev[0]:.3g})")
+        C = solve_continuous_lyapunov(eta * H, eta * S)
+    else:
+        rho = np.abs(1.0 - eta * hev).max()
+        if rho >= 1.0:
+            raise ValueError(f"noisy GD has no stationary distribution: ρ(I − lr·H) = {rho:.6g} >= 1 "
+                             f"(needs 0 < lr·λ < 2 for every eigenvalue λ of H)")
+        A = np.eye(d) - eta * H
+        C = solve_discrete_lyapunov(A, eta * S)
+    return 0.5 * (C + C.T)
+
+
+def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde"):
+    """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map)."""
+    kind = choice("kind", kind, ("sde", "map"))
+    lam = np.asarray(lam, dtype=float)
+    if kind == "sde":
+        return sigma2 / (2.0 * lam)
+    return sigma2 / (lam * (2.0 - lr * lam))
