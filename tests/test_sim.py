@@ -1,5 +1,4 @@
 """The discrete-map simulator: thresholds, ensemble = loop of simulate, determinism, divergence."""
-import hashlib
 import os
 import subprocess
 import sys

@@ -31,7 +31,6 @@ from numba import njit
 from numba.core.dispatcher import Dispatcher
 
 from .._validate import finite_vector, nonneg_int
-from ..rules import GD, HeavyBall, Nesterov
 from ..rules.base import Rule
 from ._common import check_loss
 
@@ -264,34 +263,8 @@ def lyapunov_spectrum(step, jacobian, x0, steps: int, transient: int = 0, record
 
 
 # --------------------------------------------------------------------- loss + rule form
-_JAC_GD, _JAC_HB, _JAC_NESTEROV = 0, 1, 2
-
-
-@njit(cache=True)
-def _rule_jacobian(kind, H, hyper, d):
-    """Closed-form Jacobians of GD / heavy-ball / Nesterov on z = (θ, b) (see eosdyn.rules)."""
-    eta = hyper[0]
-    if kind == _JAC_GD:
-        J = -eta * H
-        for i in range(d):
-            J[i, i] += 1.0
-        return J
-    b = hyper[1]
-    J = np.zeros((2 * d, 2 * d))
-    c = eta * (1.0 + b) if kind == _JAC_NESTEROV else eta
-    off = eta * b * b if kind == _JAC_NESTEROV else eta * b
-    for i in range(d):
-        for j in range(d):
-            J[i, j] = -c * H[i, j]
-            J[d + i, j] = H[i, j]
-        J[i, i] += 1.0
-        J[i, d + i] = -off
-        J[d + i, d + i] = b
-    return J
-
-
 @njit(cache=False)
-def _rule_benettin_kernel(grad_into_fn, hess_fn, step_fn, params, hyper, kind, theta, state,
+def _rule_benettin_kernel(grad_into_fn, hess_fn, step_fn, jacobian_fn, params, hyper, theta, state,
                           steps, transient, record_every, running):
     d = theta.shape[0]
     n = d + state.shape[0]
@@ -313,7 +286,7 @@ def _rule_benettin_kernel(grad_into_fn, hess_fn, step_fn, params, hyper, kind, t
     done = 0
     for k in range(steps):
         H = hess_fn(theta, params)
-        A = _matmul(_rule_jacobian(kind, H, hyper, d), Q)
+        A = _matmul(jacobian_fn(H, hyper, d), Q)
         _mgs_qr_logdiag(A, Qn, logs)
         bad = False
         for i in range(n):
@@ -366,14 +339,14 @@ def lyapunov_spectrum_rule(loss, rule, theta0, steps: int, transient: int = 0, s
     steps = nonneg_int("steps", steps, minimum=1)
     transient = nonneg_int("transient", transient)
     record_every = nonneg_int("record_every", record_every, minimum=1)
-    kind = {GD: _JAC_GD, HeavyBall: _JAC_HB, Nesterov: _JAC_NESTEROV}.get(type(rule))
     n = d + S
     running = np.full((steps // record_every, n), np.nan)
-    if kind is not None:
+    if rule.jacobian_fn is not None:  # Jacobian from H alone: the whole run in numba
         theta = theta0.copy()
         state = np.ascontiguousarray(state0.copy())
-        expo, div, done = _rule_benettin_kernel(loss.grad_into_fn, loss.hess_fn, rule.step_fn, loss.params,
-                                                np.asarray(rule.deterministic_hyper(), float), kind, theta, state,
+        expo, div, done = _rule_benettin_kernel(loss.grad_into_fn, loss.hess_fn, rule.step_fn,
+                                                rule.jacobian_fn, loss.params,
+                                                np.asarray(rule.deterministic_hyper(), float), theta, state,
                                                 steps, transient, record_every, running)
         x = rule.pack(theta, state)
         return _finish(np.asarray(expo), x, int(div), int(done), steps, transient, record_every, running)

@@ -47,6 +47,9 @@ class Rule:
     name = "rule"
     step_fn = None
     precond_fn = staticmethod(no_preconditioner)
+    # numba (H, hyper, d) -> J of the map on the full state, for rules whose Jacobian
+    # depends on θ only through the Hessian H (GD, heavy-ball, Nesterov); else None
+    jacobian_fn = None
     preconditioned = False
     curvature_k = 0
     curvature_method = "none"

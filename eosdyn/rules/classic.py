@@ -26,11 +26,35 @@ def _gd_step(theta, state, g, curv, hyper, t, rng, work):
     return lr
 
 
+@njit(cache=True)
+def _gd_jacobian(H, hyper, d):
+    """J = I − η H."""
+    J = -hyper[0] * H
+    for i in range(d):
+        J[i, i] += 1.0
+    return J
+
+
+@njit(cache=True)
+def _momentum_jacobian(H, d, c, off, b):
+    """[[I − cH, −off·I], [H, bI]]: the Jacobian of both momentum rules on z = (θ, b)."""
+    J = np.zeros((2 * d, 2 * d))
+    for i in range(d):
+        for j in range(d):
+            J[i, j] = -c * H[i, j]
+            J[d + i, j] = H[i, j]
+        J[i, i] += 1.0
+        J[i, d + i] = -off
+        J[d + i, d + i] = b
+    return J
+
+
 class GD(Rule):
     """Gradient descent θ ← θ − η ∇L(θ)."""
 
     name = "gd"
     step_fn = staticmethod(_gd_step)
+    jacobian_fn = staticmethod(_gd_jacobian)
     jacobian_is_exact = True
 
     def __init__(self, lr):
@@ -42,8 +66,7 @@ class GD(Rule):
 
     def jacobian(self, loss, z, t=10**9, h=None):
         """J = I − η ∇²L(θ)."""
-        H = loss.hess(z[: loss.dim])
-        return np.eye(loss.dim) - self.lr * H
+        return self.jacobian_fn(loss.hess(z[: loss.dim]), self.hyper, loss.dim)
 
 
 # ----------------------------------------------------------------------- heavy-ball
@@ -57,6 +80,12 @@ def _heavyball_step(theta, state, g, curv, hyper, t, rng, work):
     return lr
 
 
+@njit(cache=True)
+def _heavyball_jacobian(H, hyper, d):
+    eta, b = hyper[0], hyper[1]
+    return _momentum_jacobian(H, d, eta, eta * b, b)
+
+
 class HeavyBall(Rule):
     """Heavy-ball momentum in PyTorch's SGD convention (dampening 0).
 
@@ -67,6 +96,7 @@ class HeavyBall(Rule):
 
     name = "heavyball"
     step_fn = staticmethod(_heavyball_step)
+    jacobian_fn = staticmethod(_heavyball_jacobian)
     jacobian_is_exact = True
 
     def __init__(self, lr, momentum=0.9):
@@ -82,11 +112,7 @@ class HeavyBall(Rule):
 
     def jacobian(self, loss, z, t=10**9, h=None):
         """On z = (θ, b): [[I − ηH, −ηβI], [H, βI]]."""
-        d = loss.dim
-        H = loss.hess(z[:d])
-        eta, b = self.lr, self.momentum
-        I = np.eye(d)
-        return np.block([[I - eta * H, -eta * b * I], [H, b * I]])
+        return self.jacobian_fn(loss.hess(z[: loss.dim]), self.hyper, loss.dim)
 
 
 # ------------------------------------------------------------------------- Nesterov
@@ -100,6 +126,12 @@ def _nesterov_step(theta, state, g, curv, hyper, t, rng, work):
     return lr
 
 
+@njit(cache=True)
+def _nesterov_jacobian(H, hyper, d):
+    eta, b = hyper[0], hyper[1]
+    return _momentum_jacobian(H, d, eta * (1.0 + b), eta * b * b, b)
+
+
 class Nesterov(Rule):
     """Nesterov momentum in PyTorch's convention (``SGD(nesterov=True)``, dampening 0).
 
@@ -108,6 +140,7 @@ class Nesterov(Rule):
 
     name = "nesterov"
     step_fn = staticmethod(_nesterov_step)
+    jacobian_fn = staticmethod(_nesterov_jacobian)
     jacobian_is_exact = True
 
     def __init__(self, lr, momentum=0.9):
@@ -123,11 +156,7 @@ class Nesterov(Rule):
 
     def jacobian(self, loss, z, t=10**9, h=None):
         """On z = (θ, b): [[I − η(1+β)H, −ηβ²I], [H, βI]]."""
-        d = loss.dim
-        H = loss.hess(z[:d])
-        eta, b = self.lr, self.momentum
-        I = np.eye(d)
-        return np.block([[I - eta * (1 + b) * H, -eta * b * b * I], [H, b * I]])
+        return self.jacobian_fn(loss.hess(z[: loss.dim]), self.hyper, loss.dim)
 
 
 # ------------------------------------------------------------------- normalized GD
