@@ -1,0 +1,380 @@
+"""Noise models Σ(θ) = B(θ)B(θ)ᵀ for the EoS SDE and the noisy GD map.
+
+The SDE engine integrates, with time t counted in GD steps,
+
+    dθ = −η ∇L(θ) dt + √η · B(θ) dW,        B(θ) B(θ)ᵀ = Σ(θ),  dW ∈ R^m,
+
+and the noisy GD map is θ ← θ − η∇L(θ) + √η · B(θ) ξ, ξ ~ N(0, I_m) (its
+Euler–Maruyama discretisation with dt = 1). Every noise model below gives the
+kernels a *diffusion matrix* B(θ) of shape (d, m); what matters for the law of
+the process is only Σ = BBᵀ (any B with the same Σ gives the same SDE in law).
+
+=====================  ===========================  ======  =====================
+model                  Σ(θ)                         m       B(θ) used
+=====================  ===========================  ======  =====================
+Isotropic(σ)           σ² I                         d       σ I
+ConstantMatrix(B)      B Bᵀ                         B.shape[1]  B
+ConstantCovariance(Σ)  Σ (PSD, checked)             d       V diag(√w) (eigh)
+HessianAligned(c)      c · H(θ)                     d       V diag(√(c·w₊)) (eigh)
+CallableNoise(fn)      fn's B Bᵀ / diag(b²) / Σ     m       fn(θ) (or its eigh root)
+MinibatchNoise(data,B) s · Cov(ĝ_B)(θ), see below    n or d  centred gradients / eigh
+=====================  ===========================  ======  =====================
+
+Square roots of state-dependent covariances use ``numpy.linalg.eigh`` inside the
+kernel: Σ = V diag(w) Vᵀ, B = V diag(√w). A Σ with a negative eigenvalue below
+−1e-10·max|w| is *not PSD*: with ``psd="clip"`` negative eigenvalues are set to 0
+(the projection onto the PSD cone in Frobenius norm); with ``psd="raise"`` the run
+stops and raises ``ValueError`` naming the trajectory, step and λ_min.
+
+Noise structure decides which integrators apply (see :func:`eosdyn.sde.simulate`):
+constant models are *additive* (all methods; Milstein then equals Euler–Maruyama,
+srk15 is Rößler's SRA1); ``CallableNoise(kind="diagonal")`` is *diagonal* (Milstein and
+srk15 valid when bᵢ depends on θᵢ only); the others are general (Euler–Maruyama).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+from numba.core.registry import CPUDispatcher
+
+from .._validate import choice, finite_matrix, finite_vector, positive, symmetric
+from ..losses.quadratic import Quadratic
+from .finite_sum import FiniteSumLoss, LeastSquares, ls_per_example_grad, minibatch_factor
+
+# noise kinds understood by the kernels
+ISO, MAT, DIAG, HESS, MB, USER_MAT, USER_DIAG, USER_COV = range(8)
+
+PSD_RTOL = 1e-10
+
+
+@njit(cache=True)
+def sqrt_psd(S, scale):
+    """B = V diag(√(scale·w₊)) for S = V diag(w) Vᵀ; returns (B, λ_min(S), not_psd flag).
+
+    ``not_psd`` is True when λ_min < −1e-10 · max|w|; negative eigenvalues are clipped
+    to 0 in B either way (the caller decides whether to raise).
+    """
+    w, V = np.linalg.eigh(S)
+    d = w.shape[0]
+    wmax = 0.0
+    for i in range(d):
+        if abs(w[i]) > wmax:
+            wmax = abs(w[i])
+    lam_min = w[0]
+    bad = lam_min < -PSD_RTOL * wmax
+    B = np.empty((d, d))
+    for j in range(d):
+        s = np.sqrt(scale * w[j]) if w[j] > 0.0 else 0.0
+        for i in range(d):
+            B[i, j] = V[i, j] * s
+    return B, lam_min, bad
+
+
+@dataclass
+class NoiseSpec:
+    """What the kernels need to apply a noise model (built by ``NoiseModel.spec``)."""
+
+    kind: int
+    m: int
+    additive: bool
+    diagonal: bool
+    mat: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    vec: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scal: float = 0.0
+    user_fn: object = None
+    pex_fn: object = None
+    mb_params: tuple = field(default_factory=lambda: (np.zeros((0, 0)), np.zeros(0)))
+    mb_eigh: bool = False
+    psd_raise: bool = False
+
+
+class NoiseModel:
+    """Base class. Subclasses implement :meth:`spec` and :meth:`matrix`."""
+
+    def spec(self, loss) -> NoiseSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def matrix(self, theta, loss=None) -> np.ndarray:
+        """B(θ), shape (d, m), computed with the same numba code the kernels use."""
+        raise NotImplementedError  # pragma: no cover
+
+    def covariance(self, theta, loss=None) -> np.ndarray:
+        """Σ(θ) = B(θ) B(θ)ᵀ."""
+        B = self.matrix(theta, loss)
+        return B @ B.T
+
+    def dim(self, loss) -> int:
+        """m, the number of Wiener processes."""
+        return self.spec(loss).m
+
+
+def _const_matrix_spec(B: np.ndarray) -> NoiseSpec:
+    d, m = B.shape
+    if d == m and np.count_nonzero(B - np.diag(np.diag(B))) == 0:
+        return NoiseSpec(DIAG, m, True, True, vec=np.ascontiguousarray(np.diag(B)))
+    return NoiseSpec(MAT, m, True, False, mat=np.ascontiguousarray(B))
+
+
+class Isotropic(NoiseModel):
+    """Σ = σ² I (m = d): B = σ I."""
+
+    def __init__(self, sigma):
+        self.sigma = positive("sigma", sigma, allow_zero=True)
+
+    def spec(self, loss):
+        return NoiseSpec(ISO, loss.dim, True, True, scal=self.sigma)
+
+    def matrix(self, theta, loss=None):
+        d = np.asarray(theta).reshape(-1).shape[0]
+        return self.sigma * np.eye(d)
+
+    def __repr__(self):
+        return f"Isotropic(sigma={self.sigma:g})"
+
+
+class ConstantMatrix(NoiseModel):
+    """A constant diffusion matrix B of shape (d, m): Σ = B Bᵀ (additive noise)."""
+
+    def __init__(self, B):
+        B = np.array(B, dtype=np.float64)
+        if B.ndim == 1:
+            B = B[:, None]
+        if B.ndim != 2:
+            raise ValueError(f"B must be a (d, m) matrix, got shape {B.shape}")
+        self.B = finite_matrix("B", B)
+
+    def spec(self, loss):
+        if self.B.shape[0] != loss.dim:
+            raise ValueError(f"B must have shape (d, m) with d = loss.dim = {loss.dim}, "
+                             f"got {self.B.shape}")
+        return _const_matrix_spec(self.B)
+
+    def matrix(self, theta, loss=None):
+        return self.B.copy()
+
+    def __repr__(self):
+        return f"ConstantMatrix(shape={self.B.shape})"
+
+
+class ConstantCovariance(ConstantMatrix):
+    """A constant covariance Σ (d, d), symmetric PSD; B = V diag(√w) from its eigendecomposition.
+
+    Raises ``ValueError`` if Σ has an eigenvalue below −1e-10·max|w| (not PSD);
+    round-off negatives above that are clipped to 0.
+    """
+
+    def __init__(self, Sigma):
+        S = symmetric("Sigma", Sigma)
+        B, lam_min, bad = sqrt_psd(S, 1.0)
+        if bad:
+            raise ValueError(f"Sigma must be positive semidefinite, its smallest eigenvalue is {lam_min:.3g}")
+        self.Sigma = S
+        self.B = B
+
+    def __repr__(self):
+        return f"ConstantCovariance(d={self.Sigma.shape[0]})"
+
+
+class HessianAligned(NoiseModel):
+    """Σ(θ) = c · ∇²L(θ), the Hessian-aligned noise model (B from ``eigh`` at every step).
+
+    ``psd="clip"`` (default) sets negative Hessian eigenvalues to 0 (the noise then
+    lives on the positive-curvature subspace); ``psd="raise"`` stops the run with a
+    ``ValueError`` when H(θ) has an eigenvalue below −1e-10·max|λ|. For a loss with a
+    constant Hessian (Quadratic, LeastSquares) the square root is taken once and the
+    noise is additive, so every integrator applies.
+    """
+
+    def __init__(self, c, psd="clip"):
+        self.c = positive("c", c, allow_zero=True)
+        self.psd = choice("psd", psd, ("clip", "raise"))
+
+    def _constant_hessian(self, loss):
+        if isinstance(loss, Quadratic):
+            return loss.H
+        if isinstance(loss, LeastSquares):
+            return loss.H
+        return None
+
+    def spec(self, loss):
+        H = self._constant_hessian(loss)
+        if H is not None:
+            B, lam_min, bad = sqrt_psd(np.ascontiguousarray(H), self.c)
+            if bad and self.psd == "raise":
+                raise ValueError(f"HessianAligned(psd='raise'): Σ = c·H is not PSD, "
+                                 f"λ_min(H) = {lam_min:.3g}")
+            return _const_matrix_spec(B)
+        return NoiseSpec(HESS, loss.dim, False, False, scal=self.c, psd_raise=self.psd == "raise")
+
+    def matrix(self, theta, loss=None):
+        if loss is None:
+            raise TypeError("HessianAligned.matrix needs the loss")
+        B, lam_min, bad = sqrt_psd(np.ascontiguousarray(loss.hess(theta)), self.c)
+        if bad and self.psd == "raise":
+            raise ValueError(f"HessianAligned(psd='raise'): Σ = c·H(θ) is not PSD, λ_min(H) = {lam_min:.3g}")
+        return B
+
+    def __repr__(self):
+        return f"HessianAligned(c={self.c:g}, psd={self.psd!r})"
+
+
+def _as_numba(fn, name="fn"):
+    if isinstance(fn, CPUDispatcher):
+        return fn
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    return njit(fn)
+
+
+class CallableNoise(NoiseModel):
+    """A user noise model: ``fn(theta) -> array``, interpreted by ``kind``.
+
+    - ``kind="matrix"``: fn returns B(θ) of shape (d, m), Σ = BBᵀ (general noise:
+      Euler–Maruyama only);
+    - ``kind="diagonal"``: fn returns b(θ) of shape (d,), B = diag(b) (diagonal
+      noise: Milstein and srk15 are valid when bᵢ depends on θᵢ only);
+    - ``kind="covariance"``: fn returns Σ(θ) (d, d); B from ``eigh`` (``psd`` as in
+      :class:`HessianAligned`).
+
+    The kernels call fn inside numba: pass a ``numba.njit`` function, or a plain
+    Python function that numba can compile (it is wrapped with ``njit``; if
+    compilation fails, :func:`simulate` raises ``TypeError``: there is no slow
+    Python fallback). Functions passed as arguments are not disk-cached by numba,
+    so the ensemble kernel is compiled once per process for each such fn.
+    :meth:`matrix` calls fn from Python (usable with :func:`integrate`).
+    """
+
+    def __init__(self, fn, kind="matrix", psd="clip"):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.kind = choice("kind", kind, ("matrix", "diagonal", "covariance"))
+        self.psd = choice("psd", psd, ("clip", "raise"))
+        self._jit = None
+
+    def jitted(self):
+        if self._jit is None:
+            self._jit = _as_numba(self.fn)
+        return self._jit
+
+    def _call_checked(self, theta, d):
+        try:
+            out = np.asarray(self.jitted()(np.ascontiguousarray(theta, dtype=np.float64)), dtype=np.float64)
+        except Exception as exc:  # numba typing errors and user errors alike
+            raise TypeError(f"CallableNoise: fn must be numba-compilable (numba.njit) and accept "
+                            f"theta of shape ({d},): {type(exc).__name__}: {str(exc)[:300]}") from None
+        if self.kind == "matrix":
+            if out.ndim != 2 or out.shape[0] != d:
+                raise ValueError(f"CallableNoise(kind='matrix'): fn(theta) must return B of shape "
+                                 f"(d, m) = ({d}, m), got {out.shape}")
+        elif self.kind == "diagonal":
+            if out.shape != (d,):
+                raise ValueError(f"CallableNoise(kind='diagonal'): fn(theta) must return shape ({d},), "
+                                 f"got {out.shape}")
+        elif out.shape != (d, d):
+            raise ValueError(f"CallableNoise(kind='covariance'): fn(theta) must return Σ of shape "
+                             f"({d}, {d}), got {out.shape}")
+        return out
+
+    def spec(self, loss, theta=None):
+        d = loss.dim
+        theta = np.zeros(d) if theta is None else theta
+        out = self._call_checked(theta, d)
+        fn = self.jitted()
+        if self.kind == "matrix":
+            return NoiseSpec(USER_MAT, out.shape[1], False, False, user_fn=fn)
+        if self.kind == "diagonal":
+            return NoiseSpec(USER_DIAG, d, False, True, user_fn=fn)
+        return NoiseSpec(USER_COV, d, False, False, user_fn=fn, psd_raise=self.psd == "raise")
+
+    def matrix(self, theta, loss=None):
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        d = theta.shape[0]
+        out = np.asarray(self.fn(theta), dtype=np.float64)
+        if self.kind == "matrix":
+            if out.ndim != 2 or out.shape[0] != d:
+                raise ValueError(f"CallableNoise(kind='matrix'): fn(theta) must return shape ({d}, m), got {out.shape}")
+            return out
+        if self.kind == "diagonal":
+            if out.shape != (d,):
+                raise ValueError(f"CallableNoise(kind='diagonal'): fn(theta) must return shape ({d},), got {out.shape}")
+            return np.diag(out)
+        if out.shape != (d, d):
+            raise ValueError(f"CallableNoise(kind='covariance'): fn(theta) must return shape ({d}, {d}), got {out.shape}")
+        B, lam_min, bad = sqrt_psd(np.ascontiguousarray(0.5 * (out + out.T)), 1.0)
+        if bad and self.psd == "raise":
+            raise ValueError(f"CallableNoise(psd='raise'): Σ(θ) is not PSD, λ_min = {lam_min:.3g}")
+        return B
+
+    def __repr__(self):
+        return f"CallableNoise({getattr(self.fn, '__name__', 'fn')}, kind={self.kind!r})"
+
+
+class MinibatchNoise(NoiseModel):
+    """SGD noise of a finite-sum loss: Σ(θ) = s · Cov(ĝ_B)(θ), the minibatch-gradient covariance.
+
+    With per-example gradients gᵢ(θ) = ∇ℓᵢ(θ), ḡ = ∇L, and
+    C(θ) = (1/n) Σᵢ (gᵢ − ḡ)(gᵢ − ḡ)ᵀ:
+
+    - ``replace=False`` (default; a batch is B distinct examples drawn uniformly):
+      Cov(ĝ_B) = (n − B)/(B(n − 1)) · C(θ)  (finite-population correction);
+    - ``replace=True`` (B i.i.d. uniform draws): Cov(ĝ_B) = C(θ)/B.
+
+    ``scale`` s multiplies Σ. Normalisation: the engine's map adds √η·B ξ, i.e. a
+    per-step noise covariance η·Σ, while SGD θ ← θ − η ĝ_B has η²·Cov(ĝ_B). So
+    ``scale=1`` (default) gives Σ = Cov(ĝ_B) as written in the issue, and
+    ``scale=lr`` reproduces SGD's first two moments exactly (for least squares,
+    whose noise covariance is quadratic in θ, the mean and covariance of the map
+    then follow SGD's recursion exactly; tested).
+
+    ``sqrt`` chooses B: ``"factor"`` uses B = √(f·s/n) · (G − ḡ)ᵀ (shape (d, n), m = n:
+    exact, no eigendecomposition, n normals per step); ``"eigh"`` uses the eigh root
+    of Σ (m = d); ``"auto"`` picks "factor" when n ≤ d, else "eigh".
+
+    ``data`` is a :class:`~eosdyn.sde.finite_sum.FiniteSumLoss` (e.g.
+    :class:`~eosdyn.sde.finite_sum.LeastSquares`); it may differ from the loss
+    being simulated (the noise is that of ``data``).
+    """
+
+    def __init__(self, data, batch_size, replace=False, scale=1.0, sqrt="auto"):
+        if not isinstance(data, FiniteSumLoss):
+            raise TypeError("data must be a FiniteSumLoss (e.g. eosdyn.sde.LeastSquares) with "
+                            f"per-example gradients, got {type(data).__name__}")
+        self.data = data
+        self.replace = bool(replace)
+        self.factor = minibatch_factor(data.n_examples, batch_size, self.replace)
+        self.batch_size = int(batch_size)
+        self.scale = positive("scale", scale, allow_zero=True)
+        self.sqrt = choice("sqrt", sqrt, ("auto", "factor", "eigh"))
+
+    def _use_eigh(self):
+        if self.sqrt == "auto":
+            return self.data.n_examples > self.data.dim
+        return self.sqrt == "eigh"
+
+    def spec(self, loss):
+        if loss.dim != self.data.dim:
+            raise ValueError(f"MinibatchNoise data has dim {self.data.dim}, the loss has dim {loss.dim}")
+        eig = self._use_eigh()
+        m = self.data.dim if eig else self.data.n_examples
+        builtin = isinstance(self.data, LeastSquares) or self.data.per_example_grad_fn is ls_per_example_grad
+        return NoiseSpec(MB, m, False, False, scal=self.factor * self.scale,
+                         pex_fn=None if builtin else self.data.per_example_grad_fn,
+                         mb_params=self.data.params, mb_eigh=eig)
+
+    def matrix(self, theta, loss=None):
+        theta = finite_vector("theta", theta, self.data.dim)
+        G = self.data.per_example_grads(theta)
+        n = G.shape[0]
+        Gc = G - G.mean(axis=0)
+        f = self.factor * self.scale
+        if self._use_eigh():
+            B, _, _ = sqrt_psd(np.ascontiguousarray(f * (Gc.T @ Gc) / n), 1.0)
+            return B
+        return np.sqrt(f / n) * Gc.T
+
+    def __repr__(self):
+        return (f"MinibatchNoise(n={self.data.n_examples}, batch_size={self.batch_size}, "
+                f"replace={self.replace}, scale={self.scale:g})")
