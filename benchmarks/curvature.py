@@ -47,7 +47,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--hidden", type=int, default=None, help="width of the two hidden layers (default 256: 85k params)")
     ap.add_argument("--train-steps", type=int, default=20, help="full-batch GD steps before measuring")
-    ap.add_argument("--hvp-method", default="auto", choices=["auto", "func", "double_backward"])
+    ap.add_argument("--hvp-method", default="auto", choices=["auto", "func", "double_backward", "graph"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
     if args.threads:
@@ -81,7 +81,7 @@ def main(argv=None):
     grad_once()
     _, tg = timed(lambda: [grad_once() for _ in range(reps)], device)
     ratios = {}
-    for meth in ("func", "double_backward"):
+    for meth in ("func", "double_backward", "graph"):
         o = HessianOperator(model, B.mse_loss, (X, Y), meth)
         o.matvec(v)
         _, th = timed(lambda: [o.matvec(v) for _ in range(reps)], device)

@@ -66,7 +66,7 @@ def flat_params(model):
 
 
 # ----------------------------------------------------------------------------- hvp
-@pytest.mark.parametrize("method", ["func", "double_backward", "auto"])
+@pytest.mark.parametrize("method", ["func", "double_backward", "graph", "auto"])
 def test_hvp_matches_autograd_hessian(method):
     model, x, y = tiny_problem()
     H = dense_hessian(model, B.mse_loss, x, y)
@@ -76,8 +76,27 @@ def test_hvp_matches_autograd_hessian(method):
         hv, info = B.hvp(model, B.mse_loss, (x, y), V[:, j], method=method, return_info=True)
         assert hv.dtype == F64 and hv.shape == (n,)
         assert torch.allclose(hv, H @ V[:, j], rtol=0, atol=1e-10 * max(1.0, float(H.abs().max())))
-    assert info.method == ("double_backward" if method == "double_backward" else "func")
+    assert info.method == ("func" if method == "auto" else method)
     assert info.mode == "train" and info.batchnorm is False and info.n_examples == 24
+
+
+def test_graph_hvp_reuses_its_graph_and_rebuilds_after_a_parameter_update():
+    model, x, y = tiny_problem()
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+    op = B.HessianOperator(model, B.mse_loss, batches, method="graph")
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(2), dtype=F64)
+    first = op.matvec(v)
+    graphs = dict(op._graphs)
+    assert len(graphs) == 2
+    second = op.matvec(v)
+    assert torch.equal(first, second)
+    assert all(op._graphs[i] is graphs[i] for i in graphs)          # no rebuild at fixed θ
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    moved = op.matvec(v)
+    H = dense_hessian(model, B.mse_loss, x, y)
+    assert torch.allclose(moved, H @ v, rtol=0, atol=1e-10 * max(1.0, float(H.abs().max())))
+    assert not torch.allclose(moved, first)
 
 
 def test_hvp_batches_weighted_by_share_of_examples():

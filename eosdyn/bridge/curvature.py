@@ -147,7 +147,7 @@ def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = Non
         Passed to :func:`eosdyn.curvature.top_eigenpairs` ("exact" takes n HVPs).
     seed : int
         Seed of the random start vector (when ``v0`` is None).
-    hvp_method : {"auto", "func", "double_backward"}
+    hvp_method : {"auto", "func", "double_backward", "graph"}
 
     Returns
     -------
