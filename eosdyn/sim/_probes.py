@@ -2,7 +2,7 @@
 
 These are the in-kernel counterparts of :mod:`eosdyn.curvature` (which is written
 once over the array namespace for numpy and torch, and cannot be called from a
-numba kernel). They are small and tested against it and against ``eigh``.
+numba kernel). They are small and tested against ``eigh`` (tests/test_sim.py).
 
 Method codes (see :data:`eosdyn.rules.base.CURVATURE_METHODS`):
 1 exact (eigh of the Hessian), 2 Lanczos (m steps, full reorthogonalisation,
