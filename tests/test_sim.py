@@ -203,3 +203,30 @@ def test_trajectory_to_xarray_and_netcdf_roundtrip(tmp_path):
 def test_bad_input_raises_named_errors(call, exc, word):
     with pytest.raises(exc, match=word):
         call(Quadratic(eigs=[2.0, 1.0]))
+
+
+def test_lanczos_probe_warm_started_at_an_eigenvector_still_finds_the_gap():
+    """A warm start at the exact top eigenvector makes the Krylov space invariant after one
+    step; the probe must continue in a fresh direction and still report λ₂ (not λ₁)."""
+    loss = Quadratic(eigs=[10.0, 1.0, 0.5])
+    rule = DCAO(lr=0.01, momentum=0.3, alpha=0.0, beta1=1.0, gap_ref=5.0, k=2,
+                lanczos_steps=3, curvature_every=1)
+    # θ along the top eigenvector: the gradient, hence the first step, stays in that direction,
+    # and every probe after the first is warm-started at e₁ exactly
+    tr = eosdyn.simulate(loss, rule, [1.0, 0.0, 0.0], 5)
+    lr, mom, wd = rule.schedule([10.0, 1.0])
+    np.testing.assert_allclose(tr.lr, lr, rtol=1e-12)
+    z = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    for t in range(1, 6):
+        v = mom * z[3:] + loss.grad(z[:3])
+        z = np.concatenate([z[:3] - lr * v, v])
+    np.testing.assert_allclose(tr.final_theta, z[:3], rtol=1e-12)
+
+
+def test_overflowing_hessian_is_a_divergence_not_a_lapack_error():
+    from eosdyn.losses import LogisticCubic
+
+    # GD on x²/2 − x³/3 from x₀ = 3 escapes to −∞; the Hessian 1 − 2x overflows
+    tr = eosdyn.simulate(LogisticCubic(), GD(1.0), [3.0], 200)
+    assert tr.diverged and tr.diverged_at > 0
+    assert np.isnan(tr.sharpness[tr.diverged_at + 1:]).all()

@@ -45,7 +45,12 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
     """
     d = theta.shape[0]
     if method == 1:
-        top_eigs_exact(hess_fn(theta, params), k, out)
+        H = hess_fn(theta, params)
+        if not np.all(np.isfinite(H)):
+            for i in range(k):
+                out[i] = np.nan
+            return
+        top_eigs_exact(H, k, out)
     elif method == 2:
         mm = min(m, d)
         Q = np.zeros((mm, d))
@@ -68,9 +73,19 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
                     w -= np.dot(w, Q[i]) * Q[i]
             b = np.sqrt(np.dot(w, w))
             if j + 1 < mm:
-                beta[j] = b
                 if b <= 1e-12 * (abs(a) + 1.0):
-                    break
+                    # The Krylov space is invariant (e.g. warm-started at an exact
+                    # eigenvector): continue in a fresh random direction orthogonal to it,
+                    # with a zero coupling, so the other top eigenvalues are still found.
+                    beta[j] = 0.0
+                    w = np.empty(d)
+                    rng_fill_normal(rng, w)
+                    for _ in range(2):
+                        for i in range(j + 1):
+                            w -= np.dot(w, Q[i]) * Q[i]
+                    b = np.sqrt(np.dot(w, w))
+                else:
+                    beta[j] = b
                 q = w / b
         T = np.zeros((used, used))
         for i in range(used):

@@ -22,7 +22,13 @@ from ._probes import probe
 
 @njit(cache=True)
 def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp, tmp_k):
-    """λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2})."""
+    """λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
+
+    Returns False (recording nothing) when H has a non-finite entry: an overflowed
+    Hessian is a divergence, and LAPACK must not see it.
+    """
+    if not np.all(np.isfinite(H)):
+        return False
     ev = np.linalg.eigvalsh(H)
     d = ev.shape[0]
     if out_sharp.shape[0] > 0:
@@ -36,6 +42,7 @@ def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp, 
             for j in range(d):
                 S[i, j] = si * H[i, j] / np.sqrt(pre[j])
         out_psharp[r] = np.linalg.eigvalsh(S)[d - 1]
+    return True
 
 
 @njit(cache=True)
@@ -88,8 +95,12 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
             if track_curv:
                 if preconditioned:
                     precond_fn(state, hyper, max(s, 1), pre)
-                _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
-                                  out_sharp, out_l2, out_psharp, tmp_k)
+                if not _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
+                                         out_sharp, out_l2, out_psharp, tmp_k):
+                    for rr in range(r + 1, n_rec):
+                        out_loss[rr] = np.nan
+                    _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+                    return s
         elif _is_bad(theta, g, blowup):
             _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp)
             for rr in range(r + 1, n_rec):
