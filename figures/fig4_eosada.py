@@ -251,20 +251,7 @@ def summarize(r) -> dict:
 
 
 def main(argv=None) -> dict:
-    import torch
-
-    args = plot.figure_parser(DESCRIPTION, prog=f"eosdyn figure {NAME}").parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with plot.Timer() as t:
-            r = compute(args.quick, args.quiet)
-            fig = draw(r)
-            data = summarize(r)
-    finally:
-        torch.set_num_threads(threads)
-    data["wall_time_s"] = t.seconds
-    return plot.savefig(fig, args.out, NAME, data)
+    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv, torch_threads=1)
 
 
 if __name__ == "__main__":

@@ -141,13 +141,7 @@ def summarize(r) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = plot.figure_parser(DESCRIPTION, prog=f"eosdyn figure {NAME}").parse_args(argv)
-    with plot.Timer() as t:
-        r = compute(args.quick, args.quiet)
-        fig = draw(r)
-        data = summarize(r)
-    data["wall_time_s"] = t.seconds
-    return plot.savefig(fig, args.out, NAME, data)
+    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "run_figure",
     "COLORS", "color", "RC", "DPI", "SIZES", "new_figure", "edge_line", "seed_band", "mark_threshold",
     "savefig", "to_jsonable", "figure_parser", "progress", "claim", "panel_label", "mean_sd",
 ]
@@ -234,6 +235,36 @@ def savefig(fig, out_dir, name: str, data: dict | None = None) -> dict:
     tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
     os.replace(tmp, js)
     return record
+
+
+def run_figure(name: str, description: str, compute, draw, summarize, argv=None, *,
+               torch_threads: int | None = None) -> dict:
+    """The ``main`` of every figure script: parse ``--quick/--out/--quiet``, run
+    ``compute(quick, quiet)``, ``draw(r)`` and ``summarize(r)`` under a timer, and write
+    PNG + PDF + JSON (with ``wall_time_s``) through :func:`savefig`.
+
+    ``torch_threads`` pins torch's intra-op threads for the run (the torch figures use 1:
+    their models are tiny, and one thread is fastest and immune to oversubscription).
+    """
+    args = figure_parser(description, prog=f"eosdyn figure {name}").parse_args(argv)
+    restore = None
+    if torch_threads is not None:
+        import torch
+
+        restore = torch.get_num_threads()
+        torch.set_num_threads(torch_threads)
+    try:
+        with Timer() as t:
+            r = compute(args.quick, args.quiet)
+            fig = draw(r)
+            data = summarize(r)
+    finally:
+        if restore is not None:
+            import torch
+
+            torch.set_num_threads(restore)
+    data["wall_time_s"] = t.seconds
+    return savefig(fig, args.out, name, data)
 
 
 def figure_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
