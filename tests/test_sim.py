@@ -160,9 +160,18 @@ def test_dcao_lanczos_probe_gives_top_two_eigenvalues(rng):
     loss = Quadratic(eigs=[9.0, 4.0, 1.0, 0.5])
     rule = DCAO(lr=0.01, momentum=0.3, alpha=0.5, rho_ref=5.0, beta1=1.0, gap_ref=2.0, k=2,
                 lanczos_steps=4, curvature_every=1)
-    tr = eosdyn.simulate(loss, rule, rng.standard_normal(4), 2)
+    theta0 = rng.standard_normal(4)
+    tr = eosdyn.simulate(loss, rule, theta0, 4)
     lr, mom, wd = rule.schedule([9.0, 4.0])
     np.testing.assert_allclose(tr.lr, lr, rtol=1e-10)
+    # the step size depends on λ₁ only; the momentum β₀(1 + tanh(β₁(λ₁ − λ₂ − γ_ref))) on λ₂
+    # too, so the trajectory checks the second eigenvalue
+    assert mom != pytest.approx(rule.schedule([9.0, 9.0])[1], rel=0.1)
+    th, v = theta0.copy(), np.zeros(4)
+    for _ in range(4):
+        v = mom * v + loss.grad(th)
+        th = th - lr * v
+    np.testing.assert_allclose(tr.final_theta, th, rtol=1e-10)
 
 
 def test_adam_records_preconditioned_sharpness():

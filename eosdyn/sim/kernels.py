@@ -21,7 +21,7 @@ from ._probes import probe
 
 
 @njit(cache=True)
-def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp, tmp_k):
+def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
     """λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
 
     Returns False (recording nothing) when H has a non-finite entry: an overflowed
@@ -70,8 +70,6 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
     warm = np.zeros(d)
     curv = np.zeros(max(ck, 1))
     pre = np.ones(d)
-    tmp_k = np.zeros(2)
-    n_rec = out_loss.shape[0]
     for s in range(steps + 1):
         grad_into_fn(theta, params, g)
         recording = (s % record_every) == 0
@@ -88,23 +86,18 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
                 for i in range(d):
                     out_theta[r, i] = theta[i]
             if not np.isfinite(lval) or _is_bad(theta, g, blowup):
-                for rr in range(r + 1, n_rec):
-                    out_loss[rr] = np.nan
-                _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+                _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
                 return s
             if track_curv:
                 if preconditioned:
                     precond_fn(state, hyper, max(s, 1), pre)
                 if not _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
-                                         out_sharp, out_l2, out_psharp, tmp_k):
-                    for rr in range(r + 1, n_rec):
-                        out_loss[rr] = np.nan
-                    _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+                                         out_sharp, out_l2, out_psharp):
+                    _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr,
+                                   out_psharp)
                     return s
         elif _is_bad(theta, g, blowup):
-            _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp)
-            for rr in range(r + 1, n_rec):
-                out_loss[rr] = np.nan
+            _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
             return s
         if ck > 0 and (s % cevery) == 0:
             probe(hess_fn, hvp_fn, theta, params, cmethod, ck, cm, cnsamp, rng, warm, curv)
@@ -123,8 +116,10 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
 
 
 @njit(cache=True)
-def _fill_nan_from(r, out_theta, out_gn, out_sharp, out_l2, out_lr, out_psharp):
+def _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp):
     """Records after the divergence step are NaN (the diverging record keeps its values)."""
+    for rr in range(r + 1, out_loss.shape[0]):
+        out_loss[rr] = np.nan
     for rr in range(r + 1, out_gn.shape[0]):
         out_gn[rr] = np.nan
     for rr in range(r, out_sharp.shape[0]):

@@ -13,7 +13,6 @@ never spreads into them.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -180,6 +179,3 @@ def _save(ds, path):
         except (ImportError, ValueError):  # NetCDF-3 through scipy needs no extra package
             ds.to_netcdf(path, engine="scipy")
 
-
-def replace(obj, **changes):
-    return dataclasses.replace(obj, **changes)
