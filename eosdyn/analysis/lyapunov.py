@@ -125,6 +125,37 @@ def _neumaier_add(s, c, x):
     return t, c
 
 
+@njit(cache=True)
+def _qr_accumulate(J, Q, Qn, logs, s, c):
+    """One Benettin step: QR of J·Q, add log|diag R| to the compensated sums (s, c), Q ← Q'.
+    Returns False (leaving the sums alone) when a log is not finite."""
+    _mgs_qr_logdiag(_matmul(J, Q), Qn, logs)
+    for i in range(logs.shape[0]):
+        if not np.isfinite(logs[i]):
+            return False
+    for i in range(logs.shape[0]):
+        s[i], c[i] = _neumaier_add(s[i], c[i], logs[i])
+    _copy2(Qn, Q)
+    return True
+
+
+@njit(cache=True)
+def _record_running(k, record_every, s, c, running):
+    """After k + 1 steps, store the running mean of the exponents every record_every steps."""
+    if (k + 1) % record_every == 0:
+        r = (k + 1) // record_every - 1
+        for i in range(s.shape[0]):
+            running[r, i] = (s[i] + c[i]) / (k + 1)
+
+
+@njit(cache=True)
+def _finite(x):
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return False
+    return True
+
+
 @njit(cache=False)
 def _benettin_kernel(step, jac, x0, q0, steps, transient, record_every, running):
     x = x0.copy()
@@ -140,29 +171,13 @@ def _benettin_kernel(step, jac, x0, q0, steps, transient, record_every, running)
     div = -1
     done = 0
     for k in range(steps):
-        A = _matmul(jac(x), Q)
-        _mgs_qr_logdiag(A, Qn, logs)
-        bad = False
-        for i in range(n):
-            if not np.isfinite(logs[i]):
-                bad = True
-        if bad:
+        if not _qr_accumulate(jac(x), Q, Qn, logs, s, c):
             div = k
             break
-        for i in range(n):
-            s[i], c[i] = _neumaier_add(s[i], c[i], logs[i])
-        _copy2(Qn, Q)
         x = step(x)
         done = k + 1
-        if (k + 1) % record_every == 0:
-            r = (k + 1) // record_every - 1
-            for i in range(n):
-                running[r, i] = (s[i] + c[i]) / (k + 1)
-        ok = True
-        for i in range(x.shape[0]):
-            if not np.isfinite(x[i]):
-                ok = False
-        if not ok:
+        _record_running(k, record_every, s, c, running)
+        if not _finite(x):
             div = k + 1
             break
     out = np.empty(n)
@@ -285,31 +300,14 @@ def _rule_benettin_kernel(grad_into_fn, hess_fn, step_fn, jacobian_fn, params, h
     div = -1
     done = 0
     for k in range(steps):
-        H = hess_fn(theta, params)
-        A = _matmul(jacobian_fn(H, hyper, d), Q)
-        _mgs_qr_logdiag(A, Qn, logs)
-        bad = False
-        for i in range(n):
-            if not np.isfinite(logs[i]):
-                bad = True
-        if bad:
+        if not _qr_accumulate(jacobian_fn(hess_fn(theta, params), hyper, d), Q, Qn, logs, s, c):
             div = k
             break
-        for i in range(n):
-            s[i], c[i] = _neumaier_add(s[i], c[i], logs[i])
-        _copy2(Qn, Q)
         grad_into_fn(theta, params, g)
         step_fn(theta, state, g, curv, hyper, transient + k + 1, rng, work)
         done = k + 1
-        if (k + 1) % record_every == 0:
-            r = (k + 1) // record_every - 1
-            for i in range(n):
-                running[r, i] = (s[i] + c[i]) / (k + 1)
-        ok = True
-        for i in range(d):
-            if not np.isfinite(theta[i]):
-                ok = False
-        if not ok:
+        _record_running(k, record_every, s, c, running)
+        if not _finite(theta):
             div = k + 1
             break
     out = np.empty(n)
