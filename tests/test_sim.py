@@ -232,10 +232,22 @@ def test_lanczos_probe_warm_started_at_an_eigenvector_still_finds_the_gap():
     np.testing.assert_allclose(tr.final_theta, z[:3], rtol=1e-12)
 
 
-def test_overflowing_hessian_is_a_divergence_not_a_lapack_error():
+def test_escape_to_infinity_is_a_divergence_not_a_lapack_error():
     from eosdyn.losses import LogisticCubic
 
-    # GD on x²/2 − x³/3 from x₀ = 3 escapes to −∞; the Hessian 1 − 2x overflows
+    # GD on x²/2 − x³/3 from x₀ = 3 escapes to −∞
     tr = eosdyn.simulate(LogisticCubic(), GD(1.0), [3.0], 200)
     assert tr.diverged and tr.diverged_at > 0
     assert np.isnan(tr.sharpness[tr.diverged_at + 1:]).all()
+
+
+def test_infinite_hessian_at_a_minimum_is_not_a_divergence():
+    """SqrtLoss has +inf curvature exactly at L = L*: the curvature record is NaN, the run is
+    not flagged, and LAPACK never sees the matrix."""
+    from eosdyn.losses import SqrtLoss
+
+    loss = SqrtLoss(Quadratic(eigs=[2.0, 1.0]))
+    tr = eosdyn.simulate(loss, GD(0.1), [0.0, 0.0], 5)
+    assert not tr.diverged and tr.diverged_at == -1
+    np.testing.assert_array_equal(tr.loss, 0.0)
+    assert np.isnan(tr.sharpness).all()

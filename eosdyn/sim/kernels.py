@@ -24,11 +24,18 @@ from ._probes import probe
 def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
     """λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
 
-    Returns False (recording nothing) when H has a non-finite entry: an overflowed
-    Hessian is a divergence, and LAPACK must not see it.
+    A Hessian with a non-finite entry never reaches LAPACK: the record's curvature is
+    NaN. (Divergence is decided by θ, the gradient and the loss; a +inf Hessian is
+    legitimate, e.g. SqrtLoss exactly at L = L*.)
     """
     if not np.all(np.isfinite(H)):
-        return False
+        if out_sharp.shape[0] > 0:
+            out_sharp[r] = np.nan
+        if out_l2.shape[0] > 0:
+            out_l2[r] = np.nan
+        if preconditioned and out_psharp.shape[0] > 0:
+            out_psharp[r] = np.nan
+        return
     ev = np.linalg.eigvalsh(H)
     d = ev.shape[0]
     if out_sharp.shape[0] > 0:
@@ -42,7 +49,6 @@ def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
             for j in range(d):
                 S[i, j] = si * H[i, j] / np.sqrt(pre[j])
         out_psharp[r] = np.linalg.eigvalsh(S)[d - 1]
-    return True
 
 
 @njit(cache=True)
@@ -91,11 +97,8 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
             if track_curv:
                 if preconditioned:
                     precond_fn(state, hyper, max(s, 1), pre)
-                if not _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
-                                         out_sharp, out_l2, out_psharp):
-                    _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr,
-                                   out_psharp)
-                    return s
+                _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
+                                  out_sharp, out_l2, out_psharp)
         elif _is_bad(theta, g, blowup):
             _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
             return s
