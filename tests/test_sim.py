@@ -72,13 +72,18 @@ def test_ensemble_equals_loop_of_simulate_bitwise(rule, rng):
 _THREAD_SCRIPT = textwrap.dedent("""
     import hashlib, numpy as np, eosdyn
     from eosdyn.losses import Quadratic
-    from eosdyn.rules import EoSAda
+    from eosdyn.rules import GD, EoSAda
     rng = np.random.default_rng(0)
     loss = Quadratic(eigs=np.linspace(0.5, 10, 6))
     ens = eosdyn.ensemble(loss, EoSAda(alpha=1.8, noise_scale=0.3, noise_decay=0.1),
                           rng.standard_normal((64, 6)), 300, record_every=30, seed=11)
+    # and the blocked kernel (GD), with trajectories that diverge at different steps
+    blk = eosdyn.ensemble(loss, GD(0.21), rng.standard_normal((300, 6)) * np.logspace(0, 99, 300)[:, None],
+                          300, record_every=30)
+    assert blk.params["kernel"] == "blocked" and blk.diverged.any() and not blk.diverged.all()
     import numba
-    h = hashlib.sha256(ens.final_theta.tobytes() + ens.loss.tobytes()).hexdigest()
+    h = hashlib.sha256(ens.final_theta.tobytes() + ens.loss.tobytes() + blk.final_theta.tobytes()
+                       + blk.loss.tobytes() + blk.diverged_at.tobytes()).hexdigest()
     print(numba.get_num_threads(), h)
 """)
 
@@ -251,3 +256,56 @@ def test_infinite_hessian_at_a_minimum_is_not_a_divergence():
     assert not tr.diverged and tr.diverged_at == -1
     np.testing.assert_array_equal(tr.loss, 0.0)
     assert np.isnan(tr.sharpness).all()
+
+
+# --- the blocked kernel: the same numbers as the per-trajectory kernel, bit for bit -----
+def _block_cases():
+    from eosdyn.losses import ScalarNet, from_sympy
+    from eosdyn.losses.scalar_net import UNROLL_MAX_DEPTH
+
+    rng = np.random.default_rng(7)
+    H = rng.standard_normal((4, 4))
+    quad = Quadratic(H @ H.T + np.eye(4), center=rng.standard_normal(4))
+    lam = quad.lambda_max
+    sym = from_sympy("(x*y - 1)**2/2 + a*log(1 + x**2)", ["x", "y"], params={"a": 0.3})
+    # step sizes just past the edge on the quadratic: trajectories grow at rates set by
+    # their starts, so they cross the blow-up threshold at different steps
+    return [
+        (quad, GD(2.2 / lam)), (quad, HeavyBall(2 * 1.9 * 1.1 / lam, 0.9)), (quad, Adam(0.05)),
+        (ScalarNet(3, 1.0), Nesterov(0.1, 0.5)),
+        (ScalarNet(UNROLL_MAX_DEPTH + 2, 1.0), GD(0.02)),
+        (sym, GD(0.4)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("record_every", [1, 7])
+def test_blocked_kernel_equals_trajectory_kernel_bitwise(case, record_every):
+    from eosdyn.sim.kernels import BLOCK
+
+    loss, rule = _block_cases()[case]
+    n = 2 * BLOCK + 5  # three blocks, the last one partial
+    rng = np.random.default_rng(case)
+    # starts spread over many scales: some trajectories diverge, at different steps,
+    # between records and at records
+    th0 = rng.normal(1.0, 0.3, (n, loss.dim)) * np.logspace(0, 101, n)[:, None]
+    kw = dict(record_every=record_every, record_theta=True, track_sharpness=True)
+    a = eosdyn.ensemble(loss, rule, th0, 60, kernel="trajectory", **kw)
+    b = eosdyn.ensemble(loss, rule, th0, 60, kernel="blocked", **kw)
+    assert (a.params["kernel"], b.params["kernel"]) == ("trajectory", "blocked")
+    assert a.diverged.any() and not a.diverged.all(), "the case must mix diverging and surviving starts"
+    for name in ("final_theta", "loss", "sharpness", "lr", "theta", "diverged_at"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+
+
+def test_kernel_choice_auto_and_errors():
+    loss = Quadratic(eigs=[2.0, 1.0])
+    th0 = np.ones((3, 2))
+    assert eosdyn.ensemble(loss, GD(0.1), th0, 3).params["kernel"] == "blocked"
+    assert eosdyn.ensemble(loss, GD(0.1), th0[:1], 3).params["kernel"] == "trajectory"
+    ada = EoSAda(alpha=1.0)
+    assert eosdyn.ensemble(loss, ada, th0, 3).params["kernel"] == "trajectory"
+    with pytest.raises(ValueError, match="kernel='blocked'.*EoSAda"):
+        eosdyn.ensemble(loss, ada, th0, 3, kernel="blocked")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        eosdyn.ensemble(loss, GD(0.1), th0, 3, kernel="simd")

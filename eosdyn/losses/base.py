@@ -10,6 +10,13 @@ kernel that receives the functions as arguments can call them::
     hvp_fn(theta, v, params) -> (d,)
     grad_into_fn(theta, params, out)   (optional: writes ∇L into ``out`` without
                                         allocating; derived from grad_fn if absent)
+    grad_block_fn(X, params, G, W)     (optional: ∇L of B points at once in
+                                        structure-of-arrays layout, X and G (d, B),
+                                        W a (d, B) scratch; column b of G must be
+                                        bit-identical to grad_into_fn on column b
+                                        of X. With it, `eosdyn.ensemble` runs the
+                                        blocked kernel that vectorises across
+                                        trajectories.)
 
 Losses of the same family share the same compiled functions (the data differs),
 so a kernel is compiled once per family, not once per instance.
@@ -33,14 +40,18 @@ class Loss:
         L* = inf L (``nan`` where unknown).
     params : tuple of float64 arrays
         The data the kernel functions read.
-    value_fn, grad_fn, hess_fn, hvp_fn : numba dispatchers
+    value_fn, grad_fn, hess_fn, hvp_fn, grad_into_fn : numba dispatchers
         The kernel functions described in the module docstring.
+    grad_block_fn : numba dispatcher or None
+        The blocked gradient (module docstring), where the family has one.
     """
 
     name = "loss"
 
-    def __init__(self, value_fn, grad_fn, hess_fn, hvp_fn, params, dim, min_value, grad_into_fn=None):
+    def __init__(self, value_fn, grad_fn, hess_fn, hvp_fn, params, dim, min_value, grad_into_fn=None,
+                 grad_block_fn=None):
         self.value_fn = value_fn
+        self.grad_block_fn = grad_block_fn
         self.grad_fn = grad_fn
         self.grad_into_fn = grad_into_fn if grad_into_fn is not None else grad_into_from_grad(grad_fn)
         self.hess_fn = hess_fn

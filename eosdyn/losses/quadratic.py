@@ -33,6 +33,21 @@ def _grad_into(theta, params, out):
 
 
 @njit(cache=True)
+def _grad_block(X, params, G, W):
+    # the sums of _grad_into, in the same order, with the trajectories innermost
+    H, c = params[0], params[1]
+    d, B = X.shape
+    for i in range(d):
+        for b in range(B):
+            G[i, b] = 0.0
+        for j in range(d):
+            hij = H[i, j]
+            cj = c[j]
+            for b in range(B):
+                G[i, b] += hij * (X[j, b] - cj)
+
+
+@njit(cache=True)
 def _hess(theta, params):
     return params[0].copy()
 
@@ -66,7 +81,8 @@ class Quadratic(Loss):
         c = np.zeros(d) if center is None else finite_vector("center", center, d)
         evals = np.linalg.eigvalsh(H)
         min_value = 0.0 if evals[0] >= -1e-12 * max(1.0, abs(evals[-1])) else -np.inf
-        super().__init__(_value, _grad, _hess, _hvp, (H, c), d, min_value, grad_into_fn=_grad_into)
+        super().__init__(_value, _grad, _hess, _hvp, (H, c), d, min_value, grad_into_fn=_grad_into,
+                         grad_block_fn=_grad_block)
         self.H = H
         self.center = c
         self.eigenvalues = evals

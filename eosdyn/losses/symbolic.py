@@ -167,10 +167,22 @@ def _generate(expr, syms, psyms):
            "import math", "import numpy as np", "from numba import njit", "", "",
            "@njit(cache=True)", "def value_fn(theta, params):", *head, *vl,
            f"    return float({vcode})", "", "",
-           "@njit(cache=True)", "def grad_fn(theta, params):", *head, *gl,
-           f"    out = np.empty({d})"]
+           "@njit(cache=True)", "def grad_into_fn(theta, params, out):", *head, *gl]
     src += [f"    out[{i}] = {c}" for i, c in enumerate(gcodes)]
-    src += ["    return out", "", "",
+    src += ["", "",
+            "@njit(cache=True)", "def grad_fn(theta, params):",
+            f"    out = np.empty({d})",
+            "    grad_into_fn(theta, params, out)",
+            "    return out", "", "",
+            # the same lines with the trajectories innermost: straight-line code per
+            # trajectory, which LLVM vectorises across the block (bit-identical to grad_into_fn)
+            "@njit(cache=True)", "def grad_block_fn(X, params, G, W):",
+            *[f"    _p{j} = params[0][{j}]" for j in range(len(psyms))],
+            "    for _b in range(X.shape[1]):",
+            *[f"        _t{i} = X[{i}, _b]" for i in range(d)],
+            *["    " + line for line in gl]]
+    src += [f"        G[{i}, _b] = {c}" for i, c in enumerate(gcodes)]
+    src += ["", "",
             "@njit(cache=True)", "def hess_fn(theta, params):", *head, *hl,
             f"    H = np.empty(({d}, {d}))"]
     for (i, j), c in zip(upper, hcodes):
@@ -190,7 +202,7 @@ def _generate(expr, syms, psyms):
 
 def _compile(source):
     mod = load_source(source, "eosdyn_sym")
-    return mod.value_fn, mod.grad_fn, mod.hess_fn, mod.hvp_fn
+    return mod.value_fn, mod.grad_fn, mod.hess_fn, mod.hvp_fn, mod.grad_into_fn, mod.grad_block_fn
 
 
 # --------------------------------------------------------------------------------------
@@ -234,9 +246,10 @@ class SympyLoss(Loss):
             hit = _generate(e, syms, psyms)
             _DERIV_CACHE[key] = hit
         grad, hess, source = hit
-        fns = _compile(source)
+        value_fn, grad_fn, hess_fn, hvp_fn, grad_into_fn, grad_block_fn = _compile(source)
         pv = np.array(list(pvals.values()), dtype=np.float64) if pvals else np.zeros(0)
-        super().__init__(*fns, (pv,), len(syms), float(min_value))
+        super().__init__(value_fn, grad_fn, hess_fn, hvp_fn, (pv,), len(syms), float(min_value),
+                         grad_into_fn=grad_into_fn, grad_block_fn=grad_block_fn)
         self.expr = e
         self.symbols = tuple(syms)
         self.param_names = tuple(pvals)

@@ -28,11 +28,27 @@ def _cubic_value(theta, params):
 
 
 @njit(cache=True)
+def _cubic_dx(x):
+    """f'(x) = x − x², the one place the gradient is written."""
+    return x - x * x
+
+
+@njit(cache=True)
+def _cubic_grad_into(theta, params, out):
+    out[0] = _cubic_dx(theta[0])
+
+
+@njit(cache=True)
 def _cubic_grad(theta, params):
-    x = theta[0]
     out = np.empty(1)
-    out[0] = x - x * x
+    _cubic_grad_into(theta, params, out)
     return out
+
+
+@njit(cache=True)
+def _cubic_grad_block(X, params, G, W):
+    for b in range(X.shape[1]):
+        G[0, b] = _cubic_dx(X[0, b])
 
 
 @njit(cache=True)
@@ -84,7 +100,8 @@ class LogisticCubic(Loss):
     name = "logistic_cubic"
 
     def __init__(self):
-        super().__init__(_cubic_value, _cubic_grad, _cubic_hess, _cubic_hvp, (), 1, -np.inf)
+        super().__init__(_cubic_value, _cubic_grad, _cubic_hess, _cubic_hvp, (), 1, -np.inf,
+                         grad_into_fn=_cubic_grad_into, grad_block_fn=_cubic_grad_block)
         self.local_minimizer = 0.0
         self.local_min_value = 0.0
 
@@ -132,13 +149,28 @@ def _zhu_value(theta, params):
 
 
 @njit(cache=True)
-def _zhu_grad(theta, params):
-    x, y = theta[0], theta[1]
+def _zhu_dxy(x, y):
+    """∇L = u (x y², x² y), u = x²y² − 1: the one place the gradient is written."""
     u = x * x * y * y - 1.0
+    return u * x * y * y, u * x * x * y
+
+
+@njit(cache=True)
+def _zhu_grad_into(theta, params, out):
+    out[0], out[1] = _zhu_dxy(theta[0], theta[1])
+
+
+@njit(cache=True)
+def _zhu_grad(theta, params):
     out = np.empty(2)
-    out[0] = u * x * y * y
-    out[1] = u * x * x * y
+    _zhu_grad_into(theta, params, out)
     return out
+
+
+@njit(cache=True)
+def _zhu_grad_block(X, params, G, W):
+    for b in range(X.shape[1]):
+        G[0, b], G[1, b] = _zhu_dxy(X[0, b], X[1, b])
 
 
 @njit(cache=True)
@@ -182,7 +214,8 @@ class ZhuMinimalist(Loss):
     name = "zhu_minimalist"
 
     def __init__(self):
-        super().__init__(_zhu_value, _zhu_grad, _zhu_hess, _zhu_hvp, (), 2, 0.0)
+        super().__init__(_zhu_value, _zhu_grad, _zhu_hess, _zhu_hvp, (), 2, 0.0,
+                         grad_into_fn=_zhu_grad_into, grad_block_fn=_zhu_grad_block)
 
     def manifold_sharpness(self, theta) -> float:
         """½‖∇(x²y²)‖² = 2x²y²(x² + y²): λ_max of ∇²L on the minimum curve x²y² = 1 (= 2(x² + y²) there)."""

@@ -10,6 +10,13 @@ kernels (:mod:`eosdyn.sim`) call it without Python overhead::
         descending; or a Hutchinson estimate in curv[0]), the step number t ≥ 1,
         the trajectory's random stream ``rng`` (see :mod:`eosdyn._rng`) and a
         scratch vector ``work`` (d,); returns the step size in force.
+    step_block_fn(X, S, G, hyper, t, LR)       (optional)
+        the same step on a block of B trajectories in structure-of-arrays layout:
+        X (d, B), S (state size, B), G (d, B) and the step sizes LR (B,). Rules
+        whose step is coordinate-wise and needs no curvature or randomness (GD,
+        heavy-ball, Nesterov, Adam) write it through the same per-coordinate
+        helper as ``step_fn``, so both give bit-identical results; the ensemble
+        simulator then vectorises across trajectories.
     precond_fn(state, hyper, t, out)
         writes the diagonal preconditioner P (d,) of the update θ ← θ − η P⁻¹ m,
         so the preconditioned sharpness λ_max(P⁻¹H) can be measured.
@@ -46,6 +53,7 @@ class Rule:
 
     name = "rule"
     step_fn = None
+    step_block_fn = None
     precond_fn = staticmethod(no_preconditioner)
     # numba (H, hyper, d) -> J of the map on the full state, for rules whose Jacobian
     # depends on θ only through the Hessian H (GD, heavy-ball, Nesterov); else None

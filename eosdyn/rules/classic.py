@@ -19,11 +19,27 @@ from .base import Rule
 
 # ----------------------------------------------------------------------------- GD
 @njit(cache=True)
+def _gd_coord(x, g, lr):
+    """One coordinate of GD: x − η g (shared by the per-trajectory and the blocked step)."""
+    return x - lr * g
+
+
+@njit(cache=True)
 def _gd_step(theta, state, g, curv, hyper, t, rng, work):
     lr = hyper[0]
     for i in range(theta.shape[0]):
-        theta[i] -= lr * g[i]
+        theta[i] = _gd_coord(theta[i], g[i], lr)
     return lr
+
+
+@njit(cache=True)
+def _gd_step_block(X, S, G, hyper, t, LR):
+    lr = hyper[0]
+    for i in range(X.shape[0]):
+        for b in range(X.shape[1]):
+            X[i, b] = _gd_coord(X[i, b], G[i, b], lr)
+    for b in range(X.shape[1]):
+        LR[b] = lr
 
 
 @njit(cache=True)
@@ -54,6 +70,7 @@ class GD(Rule):
 
     name = "gd"
     step_fn = staticmethod(_gd_step)
+    step_block_fn = staticmethod(_gd_step_block)
     jacobian_fn = staticmethod(_gd_jacobian)
     jacobian_is_exact = True
 
@@ -71,13 +88,30 @@ class GD(Rule):
 
 # ----------------------------------------------------------------------- heavy-ball
 @njit(cache=True)
+def _heavyball_coord(x, buf, g, lr, beta):
+    """One coordinate of heavy-ball: b' = βb + g, x' = x − η b'. Returns (x', b')."""
+    buf = beta * buf + g
+    return x - lr * buf, buf
+
+
+@njit(cache=True)
 def _heavyball_step(theta, state, g, curv, hyper, t, rng, work):
     lr = hyper[0]
     beta = hyper[1]
     for i in range(theta.shape[0]):
-        state[i] = beta * state[i] + g[i]
-        theta[i] -= lr * state[i]
+        theta[i], state[i] = _heavyball_coord(theta[i], state[i], g[i], lr, beta)
     return lr
+
+
+@njit(cache=True)
+def _heavyball_step_block(X, S, G, hyper, t, LR):
+    lr = hyper[0]
+    beta = hyper[1]
+    for i in range(X.shape[0]):
+        for b in range(X.shape[1]):
+            X[i, b], S[i, b] = _heavyball_coord(X[i, b], S[i, b], G[i, b], lr, beta)
+    for b in range(X.shape[1]):
+        LR[b] = lr
 
 
 @njit(cache=True)
@@ -96,6 +130,7 @@ class HeavyBall(Rule):
 
     name = "heavyball"
     step_fn = staticmethod(_heavyball_step)
+    step_block_fn = staticmethod(_heavyball_step_block)
     jacobian_fn = staticmethod(_heavyball_jacobian)
     jacobian_is_exact = True
 
@@ -117,13 +152,30 @@ class HeavyBall(Rule):
 
 # ------------------------------------------------------------------------- Nesterov
 @njit(cache=True)
+def _nesterov_coord(x, buf, g, lr, beta):
+    """One coordinate of Nesterov (torch): b' = βb + g, x' = x − η(g + βb'). Returns (x', b')."""
+    buf = beta * buf + g
+    return x - lr * (g + beta * buf), buf
+
+
+@njit(cache=True)
 def _nesterov_step(theta, state, g, curv, hyper, t, rng, work):
     lr = hyper[0]
     beta = hyper[1]
     for i in range(theta.shape[0]):
-        state[i] = beta * state[i] + g[i]
-        theta[i] -= lr * (g[i] + beta * state[i])
+        theta[i], state[i] = _nesterov_coord(theta[i], state[i], g[i], lr, beta)
     return lr
+
+
+@njit(cache=True)
+def _nesterov_step_block(X, S, G, hyper, t, LR):
+    lr = hyper[0]
+    beta = hyper[1]
+    for i in range(X.shape[0]):
+        for b in range(X.shape[1]):
+            X[i, b], S[i, b] = _nesterov_coord(X[i, b], S[i, b], G[i, b], lr, beta)
+    for b in range(X.shape[1]):
+        LR[b] = lr
 
 
 @njit(cache=True)
@@ -140,6 +192,7 @@ class Nesterov(Rule):
 
     name = "nesterov"
     step_fn = staticmethod(_nesterov_step)
+    step_block_fn = staticmethod(_nesterov_step_block)
     jacobian_fn = staticmethod(_nesterov_jacobian)
     jacobian_is_exact = True
 
@@ -207,24 +260,51 @@ class NormalizedGD(Rule):
 # ------------------------------------------------------------------------------ Adam
 @njit(cache=True)
 def _adam_precond(state, hyper, t, out):
-    b2, eps, bias = hyper[2], hyper[3], hyper[4]
+    eps = hyper[3]
     d = out.shape[0]
-    c2 = 1.0 - b2 ** t if bias > 0 else 1.0
+    c2 = _adam_corrections(hyper, t)[1]
     for i in range(d):
         out[i] = np.sqrt(state[d + i] / c2) + eps
 
 
 @njit(cache=True)
-def _adam_step(theta, state, g, curv, hyper, t, rng, work):
-    lr, b1, b2, eps, bias = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]
-    d = theta.shape[0]
+def _adam_coord(x, m, v, g, lr, b1, b2, eps, c1, c2):
+    """One coordinate of Adam; c1, c2 are the bias corrections 1 − βᵗ. Returns (x', m', v')."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    return x - lr * (m / c1) / (np.sqrt(v / c2) + eps), m, v
+
+
+@njit(cache=True)
+def _adam_corrections(hyper, t):
+    b1, b2, bias = hyper[1], hyper[2], hyper[4]
     c1 = 1.0 - b1 ** t if bias > 0 else 1.0
     c2 = 1.0 - b2 ** t if bias > 0 else 1.0
+    return c1, c2
+
+
+@njit(cache=True)
+def _adam_step(theta, state, g, curv, hyper, t, rng, work):
+    lr, b1, b2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+    d = theta.shape[0]
+    c1, c2 = _adam_corrections(hyper, t)
     for i in range(d):
-        state[i] = b1 * state[i] + (1.0 - b1) * g[i]
-        state[d + i] = b2 * state[d + i] + (1.0 - b2) * g[i] * g[i]
-        theta[i] -= lr * (state[i] / c1) / (np.sqrt(state[d + i] / c2) + eps)
+        theta[i], state[i], state[d + i] = _adam_coord(theta[i], state[i], state[d + i], g[i],
+                                                       lr, b1, b2, eps, c1, c2)
     return lr
+
+
+@njit(cache=True)
+def _adam_step_block(X, S, G, hyper, t, LR):
+    lr, b1, b2, eps = hyper[0], hyper[1], hyper[2], hyper[3]
+    d = X.shape[0]
+    c1, c2 = _adam_corrections(hyper, t)
+    for i in range(d):
+        for b in range(X.shape[1]):
+            X[i, b], S[i, b], S[d + i, b] = _adam_coord(X[i, b], S[i, b], S[d + i, b], G[i, b],
+                                                        lr, b1, b2, eps, c1, c2)
+    for b in range(X.shape[1]):
+        LR[b] = lr
 
 
 class Adam(Rule):
@@ -241,6 +321,7 @@ class Adam(Rule):
 
     name = "adam"
     step_fn = staticmethod(_adam_step)
+    step_block_fn = staticmethod(_adam_step_block)
     precond_fn = staticmethod(_adam_precond)
     preconditioned = True
 

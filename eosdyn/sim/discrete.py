@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from .._validate import finite_matrix, finite_vector, nonneg_int, positive
+from .._validate import choice, finite_matrix, finite_vector, nonneg_int, positive
 from ..losses.base import Loss
 from ..rules.base import Rule
-from .kernels import ensemble_kernel
+from .kernels import BLOCK, ensemble_kernel
 from .results import EnsembleResult, Trajectory
 
 
@@ -27,8 +27,23 @@ def _check(loss, rule, steps, record_every, seed):
     return steps, record_every, seed
 
 
+KERNELS = ("auto", "blocked", "trajectory")
+
+
+def _blocked_unsupported(loss, rule, ck):
+    """Why the blocked kernel cannot run this (loss, rule) pair, or '' if it can."""
+    why = []
+    if getattr(loss, "grad_block_fn", None) is None:
+        why.append(f"{type(loss).__name__} has no grad_block_fn")
+    if getattr(rule, "step_block_fn", None) is None:
+        why.append(f"{type(rule).__name__} has no step_block_fn")
+    if ck > 0:
+        why.append(f"{type(rule).__name__} probes the curvature during the run")
+    return "; ".join(why)
+
+
 def _run(loss, rule, thetas, steps, record_every, seed, index_offset, track_sharpness,
-         record_theta, full_series, blowup, states=None):
+         record_theta, full_series, blowup, states=None, kernel="trajectory"):
     n, d = thetas.shape
     R = steps // record_every + 1
     S = rule.state_size(d)
@@ -51,17 +66,28 @@ def _run(loss, rule, thetas, steps, record_every, seed, index_offset, track_shar
     out_psharp = arr(track_sharpness and pre, R)
     diverged_at = np.full(n, -1, np.int64)
     value_fn, grad_into_fn, hess_fn, hvp_fn, params = loss.kernel_functions()
+    why = _blocked_unsupported(loss, rule, ck)
+    if kernel == "blocked" and why:
+        raise ValueError(f"kernel='blocked' cannot run this pair: {why}; use kernel='auto' or 'trajectory'")
+    used = "blocked" if (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) else "trajectory"
     t0 = time.perf_counter()
-    kernel = ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, rule.step_fn, rule.precond_fn)
-    kernel(params, rule.hyper, thetas, states, steps, record_every, np.uint64(seed),
-           np.uint64(index_offset), cmethod, ck, rule.curvature_every, rule.lanczos_steps,
-           rule.hutchinson_samples, bool(track_sharpness), pre, float(blowup),
-           out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at)
+    if used == "blocked":
+        run = ensemble_kernel(value_fn, loss.grad_block_fn, hess_fn, rule.step_fn, rule.step_block_fn,
+                              rule.precond_fn, kind="blocked")
+        run(params, rule.hyper, thetas, states, steps, record_every, bool(track_sharpness), pre,
+            float(blowup), BLOCK, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp,
+            diverged_at)
+    else:
+        run = ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, rule.step_fn, rule.precond_fn)
+        run(params, rule.hyper, thetas, states, steps, record_every, np.uint64(seed),
+            np.uint64(index_offset), cmethod, ck, rule.curvature_every, rule.lanczos_steps,
+            rule.hutchinson_samples, bool(track_sharpness), pre, float(blowup),
+            out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at)
     wall = time.perf_counter() - t0
     step_idx = np.arange(R) * record_every
     return dict(thetas=thetas, states=states, step=step_idx, theta=out_theta, loss=out_loss,
                 grad_norm=out_gn, sharpness=out_sharp, lambda2=out_l2, lr=out_lr,
-                psharp=out_psharp, diverged_at=diverged_at, wall=wall)
+                psharp=out_psharp, diverged_at=diverged_at, wall=wall, kernel=used)
 
 
 def _params(loss, rule, steps, record_every, seed, **more):
@@ -125,7 +151,7 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
 
 
 def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta=False,
-             track_sharpness=True, blowup=1e100) -> EnsembleResult:
+             track_sharpness=True, blowup=1e100, kernel="auto") -> EnsembleResult:
     """Run n trajectories of the map in parallel (numba ``prange``), recording decimated statistics.
 
     ``theta0s`` has shape (n, d). Trajectory i uses the random stream (seed, i)
@@ -135,12 +161,25 @@ def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta
     only with ``record_theta=True``. A trajectory that overflows or produces NaN
     is flagged in ``diverged``/``diverged_at`` and stopped; its later records are
     NaN and :meth:`EnsembleResult.mean` ignores them.
+
+    ``kernel`` picks the compiled loop; the results are bit-identical either way:
+
+    - ``"trajectory"``: one trajectory per task, any loss and rule;
+    - ``"blocked"``: blocks of trajectories in structure-of-arrays layout, with the
+      gradient and the step vectorised (SIMD) across the block. Needs a loss with
+      ``grad_block_fn`` (Quadratic, ScalarNet, from_sympy losses, …) and a rule with
+      ``step_block_fn`` and no in-run curvature probe (GD, HeavyBall, Nesterov, Adam);
+      raises ValueError otherwise;
+    - ``"auto"`` (default): blocked where possible, else trajectory.
+
+    ``params["kernel"]`` of the result says which one ran.
     """
     steps, record_every, seed = _check(loss, rule, steps, record_every, seed)
     blowup = positive("blowup", blowup)
+    kernel = choice("kernel", kernel, KERNELS)
     thetas = finite_matrix("theta0s", theta0s, loss.dim).copy()
     out = _run(loss, rule, thetas, steps, record_every, seed, 0, track_sharpness,
-               record_theta, False, blowup)
+               record_theta, False, blowup, kernel=kernel)
     div = out["diverged_at"]
     return EnsembleResult(
         step=out["step"], final_theta=out["thetas"], loss=out["loss"],
@@ -148,5 +187,5 @@ def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta
         diverged=div >= 0, diverged_at=div, lr=out["lr"],
         theta=out["theta"] if record_theta else None,
         params=_params(loss, rule, steps, record_every, seed, n=thetas.shape[0],
-                       wall_time=out["wall"]),
+                       wall_time=out["wall"], kernel=out["kernel"]),
     )

@@ -60,6 +60,33 @@ def _is_bad(theta, g, blowup):
     return False
 
 
+@njit
+def _record_state(value_fn, hess_fn, precond_fn, theta, state, g, params, hyper, s, r,
+                  track_curv, preconditioned, blowup, pre,
+                  out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp):
+    """Record r of one trajectory at step s; True (and later records NaN) if it diverged here."""
+    d = theta.shape[0]
+    lval = value_fn(theta, params)
+    out_loss[r] = lval
+    gn = 0.0
+    for i in range(d):
+        gn += g[i] * g[i]
+    if out_gn.shape[0] > 0:
+        out_gn[r] = np.sqrt(gn)
+    if out_theta.shape[0] > 0:
+        for i in range(d):
+            out_theta[r, i] = theta[i]
+    if not np.isfinite(lval) or _is_bad(theta, g, blowup):
+        _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+        return True
+    if track_curv:
+        if preconditioned:
+            precond_fn(state, hyper, max(s, 1), pre)
+        _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
+                          out_sharp, out_l2, out_psharp)
+    return False
+
+
 # Kernels that take numba functions as arguments cannot be cached on disk (their
 # argument types hold the dispatchers), so they compile once per process.
 @njit
@@ -81,24 +108,10 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
         recording = (s % record_every) == 0
         r = s // record_every
         if recording:
-            lval = value_fn(theta, params)
-            out_loss[r] = lval
-            gn = 0.0
-            for i in range(d):
-                gn += g[i] * g[i]
-            if out_gn.shape[0] > 0:
-                out_gn[r] = np.sqrt(gn)
-            if out_theta.shape[0] > 0:
-                for i in range(d):
-                    out_theta[r, i] = theta[i]
-            if not np.isfinite(lval) or _is_bad(theta, g, blowup):
-                _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+            if _record_state(value_fn, hess_fn, precond_fn, theta, state, g, params, hyper, s, r,
+                             track_curv, preconditioned, blowup, pre,
+                             out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp):
                 return s
-            if track_curv:
-                if preconditioned:
-                    precond_fn(state, hyper, max(s, 1), pre)
-                _record_curvature(hess_fn(theta, params), pre, preconditioned, r,
-                                  out_sharp, out_l2, out_psharp)
         elif _is_bad(theta, g, blowup):
             _fill_nan_from(r, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
             return s
@@ -116,6 +129,118 @@ def run_one(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, params
         if recording and out_lr.shape[0] > 0:
             out_lr[r] = lr
     return -1
+
+
+@njit(cache=True)
+def _lanes_bad(X, G, blowup, alive, bad):
+    """bad[b] = _is_bad(X[:, b], G[:, b], blowup) for live lanes, vectorised across the block.
+
+    Returns how many live lanes are bad.
+    """
+    d, B = X.shape
+    for b in range(B):
+        bad[b] = False
+    for i in range(d):
+        for b in range(B):
+            # |x| + (g − g) is NaN iff x is NaN or g is not finite: one comparison covers both
+            bad[b] = bad[b] | (not (abs(X[i, b]) + (G[i, b] - G[i, b]) < blowup))
+    n = 0
+    for b in range(B):
+        n += alive[b] & bad[b]
+    return n
+
+
+@njit
+def run_block(value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hyper,
+              thetas, states, lo, hi, steps, record_every, track_curv, preconditioned, blowup,
+              out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at):
+    """Trajectories lo..hi−1 as one block in structure-of-arrays layout.
+
+    For rules with a ``step_block_fn`` and no curvature probe or randomness: the
+    gradient and the step run across the block (SIMD across trajectories), the
+    records and the divergence bookkeeping per trajectory, exactly as in
+    :func:`run_one`, so every trajectory is bit-identical to its ``run_one`` run.
+    A diverged trajectory keeps its state at divergence; its lane is zeroed and
+    ignored from then on.
+    """
+    B = hi - lo
+    d = thetas.shape[1]
+    ns = states.shape[1]
+    X = np.empty((d, B))
+    S = np.empty((ns, B))
+    G = np.empty((d, B))
+    W = np.empty((d, B))
+    LR = np.empty(B)
+    bad = np.zeros(B, np.bool_)
+    alive = np.ones(B, np.bool_)
+    for b in range(B):
+        for i in range(d):
+            X[i, b] = thetas[lo + b, i]
+        for i in range(ns):
+            S[i, b] = states[lo + b, i]
+    th = np.empty(d)
+    st = np.empty(ns)
+    g = np.empty(d)
+    pre = np.ones(d)
+    work = np.zeros(d)
+    curv = np.zeros(1)
+    rng = np.zeros(4, np.uint64)  # unused: block rules are deterministic
+    n_alive = B
+    for s in range(steps + 1):
+        grad_block_fn(X, params, G, W)
+        recording = (s % record_every) == 0
+        r = s // record_every
+        if not recording and _lanes_bad(X, G, blowup, alive, bad) == 0 and s < steps:
+            step_block_fn(X, S, G, hyper, s + 1, LR)  # the common case: every lane is fine
+            continue
+        for b in range(B):
+            if not alive[b] or (not recording and not bad[b]):
+                continue
+            k = lo + b
+            for i in range(d):
+                th[i] = X[i, b]
+                g[i] = G[i, b]
+            for i in range(ns):
+                st[i] = S[i, b]
+            if recording:
+                dead = _record_state(value_fn, hess_fn, precond_fn, th, st, g, params, hyper, s, r,
+                                     track_curv, preconditioned, blowup, pre,
+                                     out_theta[k], out_loss[k], out_gn[k], out_sharp[k], out_l2[k],
+                                     out_lr[k], out_psharp[k])
+                if dead:
+                    diverged_at[k] = s
+                elif s == steps and out_lr.shape[1] > 0:
+                    # the step size in force at the final state, on the lane's copy
+                    out_lr[k, r] = step_fn(th, st, g, curv, hyper, s + 1, rng, work)
+                    continue
+                else:
+                    continue
+            else:
+                _fill_nan_from(r, out_theta[k], out_loss[k], out_gn[k], out_sharp[k], out_l2[k],
+                               out_lr[k], out_psharp[k])
+                diverged_at[k] = s
+            # lane k diverged at step s: keep its state there, retire the lane
+            for i in range(d):
+                thetas[k, i] = X[i, b]
+                X[i, b] = 0.0
+            for i in range(ns):
+                states[k, i] = S[i, b]
+                S[i, b] = 0.0
+            alive[b] = False
+            n_alive -= 1
+        if n_alive == 0 or s == steps:
+            break
+        step_block_fn(X, S, G, hyper, s + 1, LR)
+        if recording and out_lr.shape[1] > 0:
+            for b in range(B):
+                if alive[b]:
+                    out_lr[lo + b, r] = LR[b]
+    for b in range(B):
+        if alive[b]:
+            for i in range(d):
+                thetas[lo + b, i] = X[i, b]
+            for i in range(ns):
+                states[lo + b, i] = S[i, b]
 
 
 @njit(cache=True)
@@ -155,49 +280,69 @@ def run_ensemble(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, p
                                  out_sharp[i], out_l2[i], out_lr[i], out_psharp[i])
 
 
+BLOCK = 64  # trajectories per block of the blocked kernel (d ≤ 16: X, G, W stay in L1)
+
+
+@njit(parallel=True)
+def run_ensemble_blocked(value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params,
+                         hyper, thetas, states, steps, record_every, track_curv, preconditioned, blowup,
+                         block, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp,
+                         diverged_at):
+    """prange over blocks of ``block`` trajectories of :func:`run_block`."""
+    n = thetas.shape[0]
+    nb = (n + block - 1) // block
+    for j in prange(nb):
+        lo = j * block
+        run_block(value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hyper,
+                  thetas, states, lo, min(lo + block, n), steps, record_every, track_curv,
+                  preconditioned, blowup, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr,
+                  out_psharp, diverged_at)
+
+
 # ------------------------------------------------------------------ disk-cached kernels
-_GENERATED_HEAD = """# Generated by eosdyn.sim.kernels.ensemble_kernel from the source of run_one and
-# probe: the ensemble kernel specialised to one (loss family, rule) pair, with the
-# functions bound as globals (numba cannot cache code that receives functions as
+_GENERATED_HEAD = """# Generated by eosdyn.sim.kernels.ensemble_kernel from the source of the {kind}
+# ensemble kernel and its callees: specialised to one (loss family, rule) pair, with
+# the functions bound as globals (numba cannot cache code that receives functions as
 # arguments). Dependencies' digest: {digest}
 import numpy as np
 from numba import njit, prange
 from eosdyn._rng import rng_init, rng_fill_normal
 from eosdyn.sim._probes import top_eigs_exact, _normalize
-from eosdyn.sim.kernels import _record_curvature, _is_bad, _fill_nan_from
+from eosdyn.sim.kernels import _record_curvature, _is_bad, _fill_nan_from, _lanes_bad
 {imports}
 
 """
 
-_GENERATED_KERNEL = """
 
-@njit(cache=True, parallel=True)
-def kernel(params, hyper, thetas, states, steps, record_every, seed, index_offset,
-           cmethod, ck, cevery, cm, cnsamp, track_curv, preconditioned, blowup,
-           out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at):
-    n = thetas.shape[0]
-    for i in prange(n):
-        diverged_at[i] = run_one(params, hyper, thetas[i], states[i], steps, record_every, seed,
-                                 index_offset + i, cmethod, ck, cevery, cm, cnsamp, track_curv,
-                                 preconditioned, blowup, out_theta[i], out_loss[i], out_gn[i],
-                                 out_sharp[i], out_l2[i], out_lr[i], out_psharp[i])
-"""
+def _function_params(fn, n_function_args):
+    import inspect
+
+    return list(inspect.signature(fn.py_func).parameters)[:n_function_args]
 
 
-def _specialised_source(fn, n_function_args, renames=()):
-    """Source of numba function ``fn`` with its first parameters (functions) made globals."""
+def _specialised_source(fn, n_function_args, callees=(), name=None):
+    """Source of numba function ``fn`` with its first parameters (functions) made globals.
+
+    ``callees``: (function, n) pairs whose calls inside ``fn`` drop their first n
+    (function) arguments, because those callees are specialised the same way.
+    ``name`` renames the function. The decorator becomes ``njit(cache=True)``
+    (keeping ``parallel=True``).
+    """
     import inspect
     import re
     import textwrap
 
     src = textwrap.dedent(inspect.getsource(fn.py_func))
-    src = re.sub(r"^@njit[^\n]*\n", "@njit(cache=True)\n", src, flags=re.M)
-    params = list(inspect.signature(fn.py_func).parameters)[:n_function_args]
+    parallel = ", parallel=True" if re.search(r"^@njit\([^\n]*parallel=True", src, flags=re.M) else ""
+    src = re.sub(r"^@njit[^\n]*\n", f"@njit(cache=True{parallel})\n", src, flags=re.M)
     head = src.index("(", src.index("def ")) + 1
-    for p in params:
+    for p in _function_params(fn, n_function_args):
         src = src[:head] + re.sub(rf"^\s*{p},\s*", "", src[head:], count=1)
-    for old, new in renames:
-        src = src.replace(old, new)
+    for callee, n in callees:
+        args = r",\s*".join(_function_params(callee, n))
+        src = re.sub(rf"\b{callee.__name__}\(\s*{args},\s*", f"{callee.__name__}(", src)
+    if name is not None:
+        src = src.replace(f"def {fn.__name__}(", f"def {name}(", 1)
     return src
 
 
@@ -232,19 +377,43 @@ def _import_path(fn):
     return py.__module__, py.__qualname__
 
 
-def ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn):
-    """The kernel for these functions: disk-cached where all are importable, else generic.
+def _kernel_layout(kind):
+    """(names of the function arguments, [(function, n function args, callees, new name)])."""
+    from ._probes import probe
 
-    Returns a callable with :func:`run_ensemble`'s arguments minus the six functions.
+    if kind == "trajectory":
+        names = ("value_fn", "grad_into_fn", "hess_fn", "hvp_fn", "step_fn", "precond_fn")
+        parts = [(probe, 2, (), None), (_record_state, 3, (), None),
+                 (run_one, 6, ((probe, 2), (_record_state, 3)), None),
+                 (run_ensemble, 6, ((run_one, 6),), "kernel")]
+    elif kind == "blocked":
+        names = ("value_fn", "grad_block_fn", "hess_fn", "step_fn", "step_block_fn", "precond_fn")
+        parts = [(_record_state, 3, (), None),
+                 (run_block, 6, ((_record_state, 3),), None),
+                 (run_ensemble_blocked, 6, ((run_block, 6),), "kernel")]
+    else:  # pragma: no cover - internal
+        raise ValueError(f"kind must be 'trajectory' or 'blocked', got {kind!r}")
+    return names, parts
+
+
+def ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, *, kind="trajectory"):
+    """The ensemble kernel for these functions: disk-cached where all are importable, else generic.
+
+    ``kind="trajectory"``: the functions are (value_fn, grad_into_fn, hess_fn, hvp_fn,
+    step_fn, precond_fn) and the result takes :func:`run_ensemble`'s arguments minus
+    them. ``kind="blocked"``: they are (value_fn, grad_block_fn, hess_fn, step_fn,
+    step_block_fn, precond_fn) and it takes :func:`run_ensemble_blocked`'s. The
+    returned callable's ``generated`` attribute says whether it is the disk-cached
+    specialisation.
     """
     fns = (value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn)
-    key = tuple(id(f) for f in fns)
+    key = (kind,) + tuple(id(f) for f in fns)
     hit = _KERNELS.get(key)
     if hit is not None:
         return hit[1]
     from ..losses.base import DERIVED
 
-    names = ("value_fn", "grad_into_fn", "hess_fn", "hvp_fn", "step_fn", "precond_fn")
+    names, parts = _kernel_layout(kind)
     paths, extra = [], []
     for f, n in zip(fns, names):
         how, inner = DERIVED.get(id(f), (None, None))
@@ -264,17 +433,22 @@ def ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn
         deps = sorted({m for m, _ in paths} | {__name__, "eosdyn.sim._probes", "eosdyn._rng"})
         digest = ":".join(file_digest(getattr(sys.modules[m], "__file__", None))[:16] for m in deps)
         try:
-            from ._probes import probe as _probe
+            source = _GENERATED_HEAD.format(kind=kind, digest=digest, imports=imports) + "\n\n".join(
+                _specialised_source(fn, nf, callees, name) for fn, nf, callees, name in parts)
+            generated = load_source(source, f"eosdyn_{kind}_kernel").kernel
 
-            source = (_GENERATED_HEAD.format(digest=digest, imports=imports)
-                      + _specialised_source(_probe, 2) + "\n\n"
-                      + _specialised_source(run_one, 6, [("probe(hess_fn, hvp_fn, ", "probe(")])
-                      + _GENERATED_KERNEL)
-            kernel = load_source(source, "eosdyn_kernel").kernel
+            def kernel(*args, _k=generated):
+                return _k(*args)
+
+            kernel.generated = True
         except Exception:  # pragma: no cover - fall back to the in-memory kernel
             kernel = None
     if kernel is None:
-        def kernel(*args, _fns=fns):
-            return run_ensemble(*_fns, *args)
+        generic = run_ensemble if kind == "trajectory" else run_ensemble_blocked
+
+        def kernel(*args, _fns=fns, _g=generic):
+            return _g(*_fns, *args)
+
+        kernel.generated = False
     _KERNELS[key] = (fns, kernel)
     return kernel
