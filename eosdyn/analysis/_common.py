@@ -9,7 +9,7 @@ from .._validate import finite_matrix, finite_vector, nonneg_int, positive
 from ..losses.base import Loss
 from ..rules import DCAO, GD, Adam, EoSAda, HeavyBall, Nesterov, NormalizedGD
 from ..rules.base import Rule
-from ._kernels import CURV_EIG, CURV_NONE, CURV_TRACE, curvature, iterate_many, no_curvature
+from ._kernels import CURV_EIG, CURV_NONE, CURV_TRACE, curvature, iterate_kernel, no_curvature
 
 RULE_FAMILIES = {
     "gd": GD,
@@ -129,6 +129,7 @@ def run_rules(loss, rules, theta0s, steps, keep, states0=None, blowup=1e100, t0=
     mode = curv_mode(rules[0])
     ck = max(rules[0].curvature_k, 1)
     curv_fn = no_curvature if mode == CURV_NONE else curvature
-    iterate_many(loss.grad_into_fn, curv_fn, loss.hess_fn, rules[0].step_fn, loss.params, hypers, thetas, states,
-                 mode, ck, steps, np.int64(t0), keep, float(blowup), out, diverged_at)
+    kernel = iterate_kernel(loss.grad_into_fn, curv_fn, loss.hess_fn, rules[0].step_fn)
+    kernel(loss.params, hypers, thetas, states, mode, ck, steps, np.int64(t0), keep, float(blowup), out,
+           diverged_at)
     return out, states, diverged_at

@@ -17,12 +17,12 @@ same compiled step the simulators call — no update formula is restated here) a
 exact one of :meth:`eosdyn.rules.Rule.map` (eigh of the Hessian), so the kernel is
 the deterministic map F of the analysis.
 
-``cache=False`` on the kernels that take functions as arguments: numba cannot load
-such a specialisation from its on-disk cache (the dispatcher types of a new process
-never match the stored key), so ``cache=True`` only writes a new ``.nbc`` file on
-every run — and fails with ``ReferenceError: underlying object has vanished`` for
-losses whose ``grad_into_fn`` is derived at run time (DeepLinear). Their small
-helpers without function arguments keep ``cache=True``.
+``cache=False`` on the generic kernels that take functions as arguments: numba cannot
+load such a specialisation from its on-disk cache (the dispatcher types of a new
+process never match the stored key). :func:`iterate_kernel` instead returns a
+specialisation written out by :mod:`eosdyn._kernelgen`, with the functions bound as
+globals, which numba does cache on disk; the generic :func:`iterate_many` is the
+fallback for functions that cannot be imported by name.
 """
 from __future__ import annotations
 
@@ -108,3 +108,32 @@ def iterate_many(grad_into_fn, curv_fn, hess_fn, step_fn, params, hypers, thetas
     for i in prange(n):
         diverged_at[i] = iterate_one(grad_into_fn, curv_fn, hess_fn, step_fn, params, hypers[i], thetas[i],
                                      states[i], curv_mode, ck, steps, t0, keep, blowup, out[i])
+
+
+_HEAD = """
+import numpy as np
+from numba import njit, prange
+from eosdyn.analysis._kernels import CURV_EIG, CURV_NONE, CURV_TRACE
+"""
+_ITERATE: dict = {}
+
+
+def iterate_kernel(grad_into_fn, curv_fn, hess_fn, step_fn):
+    """:func:`iterate_many` for these functions, minus them as arguments (disk-cached where possible)."""
+    from .._kernelgen import specialise
+
+    key = (id(grad_into_fn), id(curv_fn), id(hess_fn), id(step_fn))
+    hit = _ITERATE.get(key)
+    if hit is not None:
+        return hit[1]
+    fns = (grad_into_fn, curv_fn, hess_fn, step_fn)
+    parts = [(curv_fn, 1, (), "curv_fn"),
+             (iterate_one, 4, ((curv_fn, 1, "curv_fn"),), None),
+             (iterate_many, 4, ((iterate_one, 4),), "kernel")]
+    kernel = specialise({"grad_into_fn": grad_into_fn, "hess_fn": hess_fn, "step_fn": step_fn},
+                        parts, _HEAD, "eosdyn_iterate_kernel")
+    if kernel is None:
+        def kernel(*args, _fns=fns):
+            return iterate_many(*_fns, *args)
+    _ITERATE[key] = (fns, kernel)
+    return kernel
