@@ -49,8 +49,9 @@ def _run(loss, rule, thetas, steps, record_every, seed, index_offset, track_shar
     S = rule.state_size(d)
     if states is None:
         states = np.zeros((n, S))
-        for i in range(n):
-            states[i] = rule.init_state(thetas[i])
+        if type(rule).init_state is not Rule.init_state:  # the default state is zeros
+            for i in range(n):
+                states[i] = rule.init_state(thetas[i])
     cmethod, ck = rule.resolved_curvature(d)
     pre = bool(rule.preconditioned)
 
