@@ -54,7 +54,11 @@ class SharpnessResult:
     hvp_info : dict
         The :class:`~eosdyn.bridge.hvp.HVPInfo` conventions (method, train/eval mode,
         BatchNorm, batch weighting, dtype, device).
-    which, method, tol : the eigensolver's settings ("LA" = largest algebraic).
+    which, method, tol : the eigensolver's settings ("LA" = largest algebraic; tol is NaN
+        when only ``eigval_tol`` was given).
+    extra : dict
+        ``eigval_err_est`` (lanczos: the estimated |λ − θ| per pair), ``eigval_tol`` when
+        given, ``preconditioner`` for :func:`preconditioned_sharpness`.
     """
 
     eigenvalues: np.ndarray
@@ -92,11 +96,13 @@ def _check_k(k, n):
     return k
 
 
-def _run(op, matvec, k, v0, tol, max_iter, method, seed, preconditioned, extra=None):
+def _run(op, matvec, k, v0, tol, max_iter, method, seed, preconditioned, extra=None, eigval_tol=None):
     n = op.dim
     k = _check_k(k, n)
     if tol is not None:
         tol = positive("tol", tol)
+    if eigval_tol is not None:
+        eigval_tol = positive("eigval_tol", eigval_tol)
     if v0 is not None:
         if not isinstance(v0, torch.Tensor):
             v0 = torch.as_tensor(np.asarray(v0, dtype=np.float64))
@@ -109,7 +115,12 @@ def _run(op, matvec, k, v0, tol, max_iter, method, seed, preconditioned, extra=N
     like = torch.empty(0, device=op.device, dtype=op.dtype)
     before = op.n_hvp
     res = _top_eigenpairs()(matvec, n, k=k, method=method, which="LA", tol=tol, max_iter=max_iter,
-                            v0=v0, seed=seed, like=like)
+                            v0=v0, seed=seed, like=like, eigval_tol=eigval_tol)
+    extra = dict(extra or {})
+    if eigval_tol is not None:
+        extra["eigval_tol"] = float(res.info.get("eigval_tol", eigval_tol))
+    if "eigval_err_est" in res.info:
+        extra["eigval_err_est"] = np.asarray(res.info["eigval_err_est"], dtype=np.float64)
     return SharpnessResult(
         eigenvalues=np.asarray(res.eigenvalues, dtype=np.float64),
         eigenvectors=res.eigenvectors,
@@ -121,13 +132,13 @@ def _run(op, matvec, k, v0, tol, max_iter, method, seed, preconditioned, extra=N
         method=res.method,
         tol=float(res.tol),
         preconditioned=preconditioned,
-        extra=dict(extra or {}),
+        extra=extra,
     )
 
 
 def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = None,
               max_iter: int | None = None, method: str = "lanczos", seed: int = 0,
-              hvp_method: str = "auto") -> SharpnessResult:
+              hvp_method: str = "auto", eigval_tol: float | None = None) -> SharpnessResult:
     """The top-k eigenpairs of the Hessian of the full-data-set mean loss of ``model``.
 
     Parameters
@@ -139,8 +150,8 @@ def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = Non
     v0 : tensor (n,) or (n, j), optional
         Warm start, e.g. the previous call's ``eigenvectors``.
     tol : float, optional
-        Relative residual tolerance ‖Hu − λu‖ ≤ tol·|λ| (default: the curvature module's,
-        1e-8 in float64 and 1e-4 in float32).
+        Relative residual tolerance ‖Hu − λu‖ ≤ tol·|λ| (default, when ``eigval_tol`` is
+        not given either: the curvature module's, 1e-8 in float64 and 1e-4 in float32).
     max_iter : int, optional
         Budget of HVPs.
     method : {"lanczos", "power", "exact"}
@@ -148,6 +159,18 @@ def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = Non
     seed : int
         Seed of the random start vector (when ``v0`` is None).
     hvp_method : {"auto", "func", "double_backward", "graph"}
+        "auto" uses "graph" (the first-order graph built once and re-used by every
+        product) when ``data`` is a single batch, else "func"; see
+        :class:`~eosdyn.bridge.hvp.HessianOperator`. ``hvp_info["method"]`` records it.
+    eigval_tol : float, optional
+        Stop on the estimated *relative eigenvalue error* instead of the residual:
+        |λ − θ| ≲ eigval_tol·|θ|, from min(r, max(r²/δ, last change of θ)), δ the gap to
+        the next Ritz value (see :func:`eosdyn.curvature.top_eigenpairs`). The error is
+        quadratic in the residual, so this takes far fewer HVPs than ``tol`` at the same
+        number; it assumes the wanted eigenvalues are well separated from the rest (a few %
+        relative gap or more): with near-degenerate λ₁ ≈ λ₂ it is more exposed than ``tol``
+        to stopping on λ₂ before λ₁ enters the Krylov space, so use ``tol`` there. With both given, both must
+        hold. The estimates are returned in ``extra["eigval_err_est"]``.
 
     Returns
     -------
@@ -155,8 +178,8 @@ def sharpness(model, loss_fn, data, k: int = 1, v0=None, tol: float | None = Non
         eigenvalues (descending), eigenvectors on the device, residual norms, HVP count,
         and the conventions used.
     """
-    op = HessianOperator(model, loss_fn, data, hvp_method)
-    return _run(op, op.matvec, k, v0, tol, max_iter, method, seed, False)
+    op = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
+    return _run(op, op.matvec, k, v0, tol, max_iter, method, seed, False, eigval_tol=eigval_tol)
 
 
 # ------------------------------------------------------------------ preconditioned
@@ -206,7 +229,7 @@ def preconditioner_vector(preconditioner, params) -> torch.Tensor:
 def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v0=None,
                              tol: float | None = None, max_iter: int | None = None,
                              method: str = "lanczos", seed: int = 0,
-                             hvp_method: str = "auto") -> SharpnessResult:
+                             hvp_method: str = "auto", eigval_tol: float | None = None) -> SharpnessResult:
     """The top-k eigenvalues of P⁻¹H for a diagonal preconditioner P ≻ 0.
 
     ``preconditioner`` is either a ``torch.optim.Adam``/``AdamW`` (or any optimizer whose
@@ -218,7 +241,7 @@ def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v
     Computed as the eigenvalues of the symmetric P^(-1/2) H P^(-1/2) (similar to P⁻¹H),
     by Lanczos on the device. Other arguments as in :func:`sharpness`.
     """
-    op = HessianOperator(model, loss_fn, data, hvp_method)
+    op = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
     P = preconditioner_vector(preconditioner, op.params)
     s = torch.rsqrt(P)
 
@@ -226,4 +249,4 @@ def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v
         return s * op.matvec(s * u)
 
     return _run(op, matvec, k, v0, tol, max_iter, method, seed, True,
-                extra={"preconditioner": type(preconditioner).__name__})
+                extra={"preconditioner": type(preconditioner).__name__}, eigval_tol=eigval_tol)
