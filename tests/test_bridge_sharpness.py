@@ -160,3 +160,30 @@ def test_auto_graph_falls_back_when_double_backward_fails(net, monkeypatch):
     monkeypatch.setattr(op2, "_batch_graph", broken)
     with pytest.raises(RuntimeError, match="double backward"):
         op2.matvec(v)
+
+
+# --------------------------------------------------------------------- float32 presolve
+@pytest.mark.parametrize("k, kw", [(1, {"eigval_tol": 1e-9}), (3, {"tol": 1e-9})])
+def test_float32_presolve_keeps_float64_accuracy(net, k, kw):
+    """The float32 stage only chooses the start: the float64 stage's stopping rule decides."""
+    model, x, y, w = net
+    plain = B.sharpness(model, B.mse_loss, (x, y), k=k, **kw)
+    res = B.sharpness(model, B.mse_loss, (x, y), k=k, presolve="float32", **kw)
+    pre = res.extra["presolve"]
+    assert pre["dtype"] == "float32" and pre["n_hvp"] > 0
+    # the float32 stage alone is only float32-accurate ...
+    assert np.max(np.abs(pre["eigenvalues"] - w[:k]) / np.abs(w[:k])) > 1e-9
+    # ... the result is float64-accurate, from a start that needs fewer float64 HVPs
+    rel = np.abs(res.eigenvalues - w[:k]) / np.abs(w[:k])
+    assert res.converged and np.all(rel <= 1e-9), rel
+    assert res.n_hvp < plain.n_hvp
+    assert res.eigenvectors.dtype == F64
+
+
+def test_float32_presolve_is_skipped_for_float32_models_and_validated(net):
+    model, x, y, _ = net
+    low = B.MLP(4, (12, 12), 3, "tanh")  # float32
+    res = B.sharpness(low, B.mse_loss, (x, y), k=1, presolve="float32")
+    assert "skipped" in res.extra["presolve"]
+    with pytest.raises(ValueError, match="presolve"):
+        B.sharpness(model, B.mse_loss, (x, y), presolve="float16")

@@ -209,6 +209,10 @@ class HessianOperator:
 
     __call__ = matvec
 
+    def release(self) -> None:
+        """Free the retained gradient graphs of the ``"graph"`` method (rebuilt on the next product)."""
+        self._graphs.clear()
+
     def loss(self) -> float:
         """The full-data-set mean loss L(θ) at the current parameters (no gradient)."""
         total = 0.0

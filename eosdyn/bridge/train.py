@@ -183,7 +183,10 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     adam_like = _is_adam_like(optimizer)
     op = None
     if track_every is not None:
-        op = HessianOperator(model, loss_fn, data if track_data is None else track_data, hvp_method)
+        # repeated: one probe takes many products at the same θ (the retained-graph HVP on a
+        # single batch); the graph is released after each probe, so training never holds it
+        op = HessianOperator(model, loss_fn, data if track_data is None else track_data, hvp_method,
+                             repeated=True)
 
     rec = {c: [] for c in _COLUMNS}
     start = 0
@@ -270,6 +273,7 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
                     hvp_tracking += pres.n_hvp
                     row["preconditioned_sharpness"] = pres.sharpness
                 row["track_loss"] = op.loss()
+                op.release()
                 _sync(device)
                 t_curv += time.perf_counter() - c0
             x, y = stream.get(t)
