@@ -26,6 +26,11 @@ from eosdyn.losses import Quadratic
 from eosdyn.rules import GD, EoSAda
 
 
+def settle():
+    """Let BLAS worker threads stop spinning after a numpy call before timing numba threads."""
+    time.sleep(0.5)
+
+
 def timed(fn, repeat=3):
     best = np.inf
     for _ in range(repeat):
@@ -72,6 +77,7 @@ def main(argv=None):
         return x
 
     t_np = timed(numpy_gd, a.repeat)
+    settle()
     report("numpy-vectorised GD", t_np)
     res = {}
     for kern in ("trajectory", "blocked"):
@@ -104,6 +110,7 @@ def main(argv=None):
             g.standard_normal((n, 10))
 
     t_norm = timed(normals_alone, a.repeat)
+    settle()
     report("numpy PCG64 normals alone", t_norm)
 
     def numpy_ada():
@@ -115,6 +122,7 @@ def main(argv=None):
         return x
 
     t_npada = timed(numpy_ada, a.repeat)
+    settle()
     report("numpy-vectorised noisy EoS-Ada", t_npada)
     for nt in (1, 2):
         numba.set_num_threads(nt)
@@ -147,6 +155,7 @@ def main(argv=None):
         return w
 
     t_npn = timed(numpy_net, a.repeat)
+    settle()
     report("numpy-vectorised GD, scalar net depth 3", t_npn)
     for kern in ("trajectory", "blocked"):
         for nt in (1, 2):

@@ -642,10 +642,18 @@ def test_scalar_net_deep_uses_the_looped_block_and_stays_bitwise():
     _block_vs_columns(deep, np.random.default_rng(1).normal(1.0, 0.05, (deep.dim, 19)))
 
 
-def test_quadratic_grad_block_is_bitwise_columnwise(rng):
-    A = rng.standard_normal((7, 7))
-    loss = Quadratic(A @ A.T, center=rng.standard_normal(7))
-    _block_vs_columns(loss, rng.standard_normal((7, 33)))
+@pytest.mark.parametrize("d", [1, 7, 12, 14])  # unrolled (d <= 12) and looped
+def test_quadratic_grad_block_is_bitwise_columnwise(rng, d):
+    from eosdyn.losses import quadratic
+
+    A = rng.standard_normal((d, d))
+    loss = Quadratic(A @ A.T, center=rng.standard_normal(d))
+    assert (loss.grad_block_fn is quadratic._grad_block) == (d > quadratic.UNROLL_MAX_DIM)
+    _block_vs_columns(loss, rng.standard_normal((d, 33)))
+    # θ = −0.0 with c = 0 and H ≥ 0 diagonal: every term is −0.0; grad_into's sum starts from
+    # 0.0 and gives +0.0, and the block must too (bitwise, signed zeros included)
+    X = np.full((d, 3), -0.0)
+    _block_vs_columns(Quadratic(eigs=np.arange(1.0, d + 1)), X)
 
 
 def test_sympy_grad_block_is_bitwise_columnwise(rng):
