@@ -9,7 +9,7 @@ import pytest
 
 import eosdyn
 from eosdyn.losses import Quadratic
-from eosdyn.rules import DCAO, GD, Adam, EoSAda, HeavyBall, Nesterov
+from eosdyn.rules import DCAO, GD, Adam, EoSAda, HeavyBall, Nesterov, NormalizedGD
 
 
 def _grows(loss, rule, theta0, steps):
@@ -275,10 +275,11 @@ def _block_cases():
         (ScalarNet(3, 1.0), Nesterov(0.1, 0.5)),
         (ScalarNet(UNROLL_MAX_DEPTH + 2, 1.0), GD(0.02)),
         (sym, GD(0.4)),
+        (quad, NormalizedGD(0.3)),
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(7))
 @pytest.mark.parametrize("record_every", [1, 7])
 def test_blocked_kernel_equals_trajectory_kernel_bitwise(case, record_every):
     from eosdyn.sim.kernels import BLOCK
@@ -289,6 +290,8 @@ def test_blocked_kernel_equals_trajectory_kernel_bitwise(case, record_every):
     # starts spread over many scales: some trajectories diverge, at different steps,
     # between records and at records
     th0 = rng.normal(1.0, 0.3, (n, loss.dim)) * np.logspace(0, 101, n)[:, None]
+    if isinstance(rule, NormalizedGD):
+        th0[1] = loss.center  # ∇L = 0 exactly: normalized GD stays put with step size 0
     kw = dict(record_every=record_every, record_theta=True, track_sharpness=True)
     a = eosdyn.ensemble(loss, rule, th0, 60, kernel="trajectory", **kw)
     b = eosdyn.ensemble(loss, rule, th0, 60, kernel="blocked", **kw)

@@ -14,7 +14,7 @@ kernels (:mod:`eosdyn.sim`) call it without Python overhead::
         the same step on a block of B trajectories in structure-of-arrays layout:
         X (d, B), S (state size, B), G (d, B) and the step sizes LR (B,). Rules
         whose step is coordinate-wise and needs no curvature or randomness (GD,
-        heavy-ball, Nesterov, Adam) write it through the same per-coordinate
+        heavy-ball, Nesterov, normalized GD, Adam) write it through the same per-coordinate
         helper as ``step_fn``, so both give bit-identical results; the ensemble
         simulator then vectorises across trajectories.
     precond_fn(state, hyper, t, out)

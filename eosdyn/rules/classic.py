@@ -214,17 +214,45 @@ class Nesterov(Rule):
 
 # ------------------------------------------------------------------- normalized GD
 @njit(cache=True)
+def _ngd_lr(nrm, lr0):
+    """The effective step η/‖∇L‖; 0 at a critical point, where normalized GD does not move."""
+    return 0.0 if nrm == 0.0 else lr0 / nrm
+
+
+@njit(cache=True)
+def _ngd_coord(x, g, nrm, lr0):
+    """One coordinate of normalized GD given ‖∇L‖: x − (η/‖∇L‖) g, or x where ∇L = 0."""
+    if nrm == 0.0:
+        return x
+    return x - (lr0 / nrm) * g
+
+
+@njit(cache=True)
 def _ngd_step(theta, state, g, curv, hyper, t, rng, work):
     nrm = 0.0
     for i in range(g.shape[0]):
         nrm += g[i] * g[i]
     nrm = np.sqrt(nrm)
-    if nrm == 0.0:
-        return 0.0  # at a critical point normalized GD does not move
-    lr = hyper[0] / nrm
     for i in range(theta.shape[0]):
-        theta[i] -= lr * g[i]
-    return lr
+        theta[i] = _ngd_coord(theta[i], g[i], nrm, hyper[0])
+    return _ngd_lr(nrm, hyper[0])
+
+
+@njit(cache=True)
+def _ngd_step_block(X, S, G, hyper, t, LR):
+    d, B = X.shape
+    for b in range(B):  # LR holds ‖∇L‖ per trajectory until the end
+        LR[b] = 0.0
+    for i in range(d):
+        for b in range(B):
+            LR[b] += G[i, b] * G[i, b]
+    for b in range(B):
+        LR[b] = np.sqrt(LR[b])
+    for i in range(d):
+        for b in range(B):
+            X[i, b] = _ngd_coord(X[i, b], G[i, b], LR[b], hyper[0])
+    for b in range(B):
+        LR[b] = _ngd_lr(LR[b], hyper[0])
 
 
 class NormalizedGD(Rule):
@@ -236,6 +264,7 @@ class NormalizedGD(Rule):
 
     name = "ngd"
     step_fn = staticmethod(_ngd_step)
+    step_block_fn = staticmethod(_ngd_step_block)
     jacobian_is_exact = True
 
     def __init__(self, lr):

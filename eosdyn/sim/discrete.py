@@ -169,7 +169,8 @@ def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta
     - ``"blocked"``: blocks of trajectories in structure-of-arrays layout, with the
       gradient and the step vectorised (SIMD) across the block. Needs a loss with
       ``grad_block_fn`` (Quadratic, ScalarNet, from_sympy losses, …) and a rule with
-      ``step_block_fn`` and no in-run curvature probe (GD, HeavyBall, Nesterov, Adam);
+      ``step_block_fn`` and no in-run curvature probe (GD, HeavyBall, Nesterov, NormalizedGD,
+      Adam);
       raises ValueError otherwise;
     - ``"auto"`` (default): blocked where possible, else trajectory.
 
