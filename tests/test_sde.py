@@ -801,6 +801,178 @@ def test_generic_kernel_paths_match_builtin_ones():
     np.testing.assert_allclose(c1.final_theta, c2.final_theta, rtol=1e-12, atol=1e-14)
 
 
+# ------------------------------------------ disk-cached specialisation of kernel_generic
+@njit(cache=True)
+def _toy_sq(x):
+    return x * x
+
+
+@njit(cache=True)
+def _toy_cube(x):
+    return x * x * x
+
+
+@njit
+def _toy_inner(x, f, g, k):
+    if g is None:
+        return f(x) * k
+    else:
+        return f(x) + g(x) * k
+
+
+@njit
+def _toy_kernel(a, f, xs, g):
+    tot = 0.0
+    for x in xs:
+        tot += _toy_inner(x, f, g, a)
+    return tot
+
+
+@njit
+def _toy_renaming(a, f, xs, g):
+    return _toy_inner(xs[0], _toy_sq, g, a)   # a slot passed under another name
+
+
+def test_specialise_by_name_moves_slots_anywhere_to_globals():
+    """Slots in any position are removed by name from definitions and from calls to the other
+    specialised functions; ``if g is None`` is resolved either way; None slots bind None."""
+    import inspect
+
+    from eosdyn._kernelgen import specialise_by_name
+
+    xs = np.array([0.5, -1.25, 2.0])
+    parts = [(_toy_inner, None), (_toy_kernel, "kernel")]
+    for g in (None, _toy_cube):
+        k = specialise_by_name({"f": _toy_sq, "g": g}, parts, "eosdyn_test_toy")
+        assert k is not None
+        assert list(inspect.signature(k.py_func).parameters) == ["a", "xs"]
+        src = inspect.getsource(sys.modules[k.py_func.__module__])
+        assert "is None" not in src and "cache=True" in src
+        assert k(3.0, xs) == _toy_kernel(3.0, _toy_sq, xs, g)
+    closure = njit(lambda x: x + 1.0)
+    assert specialise_by_name({"f": closure, "g": None}, parts, "eosdyn_test_toy") is None
+    assert specialise_by_name({"f": _toy_sq, "g": None}, [(_toy_inner, None), (_toy_renaming, "kernel")],
+                              "eosdyn_test_toy") is None
+    assert specialise_by_name({"f": _toy_sq, "g": None}, [(_toy_inner, None)], "eosdyn_test_toy") is None
+
+
+def test_generic_kernel_falls_back_when_specialisation_fails(monkeypatch):
+    """A generated kernel that fails to compile is dropped and kernel_generic runs with the
+    slots re-inserted; closures never get a specialisation."""
+    from eosdyn.sde import kernels as K
+
+    calls = []
+    monkeypatch.setattr(K, "kernel_generic", lambda *a: calls.append(a))
+
+    @njit
+    def broken(a, b, c, d, x):
+        return x.no_such_attribute
+
+    fns = (_dw_value, None, None, None, None, _gbm_b, None)
+    k = K.GenericKernel(fns)
+    k.generated = broken
+    k(1, None, None, 1, 7.0)
+    assert k.generated is None and calls == [(1, None, None, 1, *fns, 7.0)]
+
+    @njit
+    def raising(a, b, c, d, x):
+        if x > 0:
+            raise ValueError("run-time failure")
+        return x
+
+    k.generated = raising
+    for _ in range(2):   # compiled on the first call, already compiled on the second
+        with pytest.raises(ValueError, match="run-time failure"):
+            k(1, None, None, 1, 7.0)
+    assert k.generated is raising and len(calls) == 1
+    monkeypatch.setattr(K, "_KERNELS", {})
+    closure = njit(lambda theta: theta)
+    assert K.generic_kernel(_dw_value, None, None, None, None, closure, None).generated is None
+
+
+@njit(cache=True)
+def _pex_copy(theta, params):
+    X, y = params[0], params[1]
+    r = X @ theta - y
+    return X * r.reshape(-1, 1)
+
+
+@njit(cache=True)
+def _umat(theta):
+    out = np.zeros((theta.shape[0], 3))
+    for j in range(theta.shape[0]):
+        out[j, 0] = 0.3 * theta[j]
+        out[j, 1 + j % 2] = 0.2
+    return out
+
+
+@njit(cache=True)
+def _ucov(theta):
+    d = theta.shape[0]
+    S = 0.05 * np.eye(d)
+    for j in range(d):
+        S[j, j] += 0.1 * theta[j] ** 2
+    return S
+
+
+def _generated_vs_generic(monkeypatch, loss, noise, method, **kw):
+    """simulate() through the generated kernel, then through kernel_generic: bit-identical."""
+    import eosdyn._kernelgen as KG
+    from eosdyn.sde import kernels as K
+
+    th0 = np.array([[1.1, -0.9], [0.8, 1.2], [-1.0, 0.7], [0.95, 1.05], [0.6, -1.3]])
+    args = (loss, 0.2, noise, th0, 0.1, 40)
+    kw = dict(method=method, record_every=4, seed=11, record_paths=True, record_grad_norm=True,
+              record_sharpness=True, **kw)
+    with monkeypatch.context() as mp:
+        mp.setattr(K, "_KERNELS", {})
+        a = simulate(*args, **kw)
+        (k,) = K._KERNELS.values()
+        assert k.generated is not None
+    with monkeypatch.context() as mp:
+        mp.setattr(K, "_KERNELS", {})
+        mp.setattr(KG, "specialise_by_name", lambda *a, **k: None)
+        b = simulate(*args, **kw)
+        (k,) = K._KERNELS.values()
+        assert k.generated is None
+    for name in ("final_theta", "loss", "sharpness", "diverged_at", "theta", "theta_mean",
+                 "theta_var", "theta_cov", "n_alive"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert np.array_equal(x, y, equal_nan=True), name
+    assert np.array_equal(a.extra["grad_norm"], b.extra["grad_norm"], equal_nan=True)
+    assert np.isfinite(a.loss[:, -1]).any()
+
+
+def test_generated_sde_kernel_bit_identical(monkeypatch):
+    """Derived grad_into closure (re-derived as module code) + an importable user diagonal
+    noise, srk15 (the default-budget case; the full matrix is the slow test below)."""
+    _generated_vs_generic(monkeypatch, _double_well(), CallableNoise(_gbm_b, kind="diagonal"), "srk15")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ids="-".join, argvalues=[
+    ("dw", "iso", "euler"), ("dw", "iso", "milstein"), ("dw", "iso", "srk15"),
+    ("dw", "hess", "euler"), ("sn", "hess", "euler"), ("sn", "iso", "srk15"),
+    ("dw", "mat", "euler"), ("dw", "cmat", "srk15"), ("dw", "diag", "euler"),
+    ("dw", "diag", "milstein"), ("dw", "cov", "euler"), ("dw", "mb", "euler"),
+    ("dw", "mb_eigh", "euler"), ("dw", "mb_pex", "euler"), ("pex", "iso", "euler")])
+def test_generated_sde_kernel_bit_identical_matrix(monkeypatch, case):
+    from eosdyn.losses.scalar_net import ScalarNet
+    from eosdyn.sde.finite_sum import FiniteSumLoss, _ls_grad, _ls_hess, _ls_value
+
+    ls = _ls_data(6, 2, 3)
+    pex = FiniteSumLoss(_ls_value, _ls_grad, _ls_hess, None, ls.params, 2, 0.0, _pex_copy, 6)
+    loss = {"dw": _double_well(), "sn": ScalarNet(2), "pex": pex}[case[0]]
+    noise = {"iso": Isotropic(0.3), "hess": HessianAligned(0.05),
+             "mat": CallableNoise(_umat), "cmat": ConstantMatrix(np.array([[0.2, 0.1], [0.0, 0.3]])),
+             "diag": CallableNoise(_gbm_b, kind="diagonal"), "cov": CallableNoise(_ucov, kind="covariance"),
+             "mb": MinibatchNoise(ls, 2, sqrt="factor"), "mb_eigh": MinibatchNoise(ls, 2, sqrt="eigh"),
+             "mb_pex": MinibatchNoise(pex, 3)}[case[1]]
+    _generated_vs_generic(monkeypatch, loss, noise, case[2])
+
+
 # ----------------------------------------- thread count (last: reuses the disk cache)
 _THREADS_SCRIPT = textwrap.dedent("""
     import hashlib, numpy as np

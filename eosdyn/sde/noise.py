@@ -241,8 +241,10 @@ class CallableNoise(NoiseModel):
     The kernels call fn inside numba: pass a ``numba.njit`` function, or a plain
     Python function that numba can compile (it is wrapped with ``njit``; if
     compilation fails, :func:`simulate` raises ``TypeError``: there is no slow
-    Python fallback). Functions passed as arguments are not disk-cached by numba,
-    so the ensemble kernel is compiled once per process for each such fn.
+    Python fallback). The ensemble kernel is generated with fn bound as a global and
+    cached on disk (:mod:`eosdyn._kernelgen`) when fn can be imported by name from a
+    module with a source file; a closure, or a function typed at a prompt or in a
+    notebook, makes it compile once per process instead.
     :meth:`matrix` calls fn from Python (usable with :func:`integrate`).
     """
 

@@ -285,14 +285,14 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
               rec_steps, thetas, bounds, *outs)
     if need_generic:
         gen = lin is None
-        K.kernel_generic(
-            *sel, loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
+        kernel = K.generic_kernel(
+            loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
             loss.hess_fn if (gen and (spec.kind == HESS or record_sharpness)) else None,
             spec.pex_fn,
             spec.user_fn if spec.kind == USER_MAT else None,
             spec.user_fn if spec.kind == USER_DIAG else None,
-            spec.user_fn if spec.kind == USER_COV else None,
-            lp, mbp, *common)
+            spec.user_fn if spec.kind == USER_COV else None)
+        kernel(*sel, lp, mbp, *common)
     else:
         K.kernel_builtin(*sel, *common)
 
