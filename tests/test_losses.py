@@ -664,3 +664,43 @@ def test_sympy_grad_block_is_bitwise_columnwise(rng):
 def test_toy_grad_blocks_are_bitwise_columnwise(rng):
     _block_vs_columns(LogisticCubic(), rng.normal(0.0, 2.0, (1, 37)))
     _block_vs_columns(ZhuMinimalist(), rng.normal(0.0, 1.5, (2, 37)))
+
+
+# --- the gradient-flow solution of a scalar network (GFS) ----------------------------
+@settings(max_examples=8)
+@given(depth=st.integers(2, 4), target=st.sampled_from([1.3, -0.7, 0.5]),
+       seed=st.integers(0, 2**31 - 1))
+def test_scalar_net_gradient_flow_solution_vs_integrating_the_flow(depth, target, seed):
+    from scipy.integrate import solve_ivp
+
+    L = ScalarNet(depth, target)
+    w0 = np.random.default_rng(seed).uniform(0.3, 1.6, depth)
+    if target < 0:
+        w0[0] = -w0[0]  # sign(prod w) = sign(y): the flow never has to cross prod w = 0
+    sol = solve_ivp(lambda t, w: -L.grad(w), (0.0, 1e4), w0, method="LSODA", rtol=1e-12, atol=1e-14)
+    w_end = sol.y[:, -1]
+    assert abs(np.prod(w_end) - target) < 1e-9  # the flow did reach the minimum manifold
+    w_gf = L.gradient_flow_solution(w0)
+    np.testing.assert_allclose(w_gf, w_end, rtol=1e-7, atol=1e-9)
+    assert np.prod(w_gf) == pytest.approx(target, rel=1e-13)
+    # the balance w_i^2 - w_j^2 is conserved exactly by construction
+    np.testing.assert_allclose(np.diff(w_gf ** 2), np.diff(w0 ** 2), rtol=1e-12, atol=1e-13)
+    assert L.gfs_sharpness(w0) == pytest.approx(L.sharpness(w_end), rel=1e-6)
+
+
+def test_scalar_net_gradient_flow_solution_crosses_zero_and_bad_input():
+    from scipy.integrate import solve_ivp
+
+    L = ScalarNet(3, 1.0)
+    # a wrong-signed product: the smallest weight passes through 0 and flips, the rest keep sign
+    w0 = np.array([1.4, -0.3, 0.9])
+    sol = solve_ivp(lambda t, w: -L.grad(w), (0.0, 1e4), w0, method="LSODA", rtol=1e-12, atol=1e-14)
+    w_gf = L.gradient_flow_solution(w0)
+    assert w_gf[1] > 0
+    np.testing.assert_allclose(w_gf, sol.y[:, -1], rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="zero weights"):
+        L.gradient_flow_solution([0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="saddle"):
+        L.gradient_flow_solution([-0.5, 0.5, 2.0])
+    with pytest.raises(ValueError, match="theta"):
+        L.gradient_flow_solution([1.0, 1.0])

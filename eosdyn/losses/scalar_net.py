@@ -215,6 +215,49 @@ class ScalarNet(Loss):
         q = _excl_products(self._theta(theta))
         return float(q @ q)
 
+    def gradient_flow_solution(self, theta) -> np.ndarray:
+        r"""The minimum that gradient flow dw/dt = −∇L(w) reaches from ``theta``.
+
+        Gradient flow on a scalar network conserves every wᵢ² − wⱼ² (the layers' balance:
+        d(wᵢ²)/dt = −2r∏ₖwₖ is the same for all i; Du, Hu & Lee, NeurIPS 2018). With
+        eᵢ = wᵢ² − minⱼ wⱼ², the limit therefore has |wᵢ| = √(t + eᵢ), where t ≥ 0 is the
+        root of ∏ᵢ (t + eᵢ) = y² (increasing in t; bracketed by [0, |y|^{2/D}]). Signs:
+        a weight changes sign only by passing through 0, and only the smallest one can
+        (wᵢ² − w_k² is conserved), which it does, transversally, when sign(∏w) ≠ sign(y)
+        (or when it is 0); the others keep theirs. ValueError where the flow is stuck: two
+        or more zero weights (a critical point), or a wrong-signed product whose smallest
+        |wᵢ| is shared by two weights (they reach 0 together, a saddle).
+        """
+        from scipy.optimize import brentq
+
+        w = self._theta(theta)
+        y = self.target
+        sign = np.sign(w)
+        a = np.abs(w)
+        k = int(np.argmin(a))
+        if self.depth > 1 and np.count_nonzero(w == 0.0) >= 2:
+            raise ValueError(f"theta has two or more zero weights: a critical point gradient flow does not leave, got {w!r}")
+        if y != 0.0 and np.sign(np.prod(w)) != np.sign(y):
+            if w[k] != 0.0 and np.count_nonzero(a == a[k]) > 1:
+                raise ValueError("theta's product has the wrong sign and its smallest |weight| is shared: gradient "
+                                 f"flow runs into a saddle, got {w!r}")
+            sign[k] = np.sign(y) * np.prod(np.delete(sign, k))  # the smallest weight crosses 0
+        e = a * a - a[k] * a[k]
+        y2 = y * y
+        t = 0.0 if y2 == 0.0 else brentq(lambda t: np.prod(t + e) - y2, 0.0, abs(y) ** (2.0 / self.depth),
+                                         xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+        return sign * np.sqrt(t + e)
+
+    def gfs_sharpness(self, theta) -> float:
+        r"""GFS sharpness: the sharpness of the gradient-flow solution from ``theta``.
+
+        ψ(w) = λ_max at :meth:`gradient_flow_solution` (w) = Σᵢ ∏_{j≠i} wⱼ² there. Kreisler,
+        Nacson, Soudry & Carmon (ICML 2023) prove that gradient descent on scalar networks
+        decreases ψ monotonically, while the loss and the sharpness oscillate at the edge
+        of stability.
+        """
+        return self.manifold_sharpness(self.gradient_flow_solution(theta))
+
     def balanced_minimum(self) -> np.ndarray:
         """The balanced minimiser |w_i| = |y|^{1/D} (w_1 carries the sign of y)."""
         w = np.full(self.depth, abs(self.target) ** (1.0 / self.depth))
