@@ -1,7 +1,8 @@
 """`simulate` (one trajectory, full record) and `ensemble` (n trajectories, decimated).
 
-Both run :func:`eosdyn.sim.kernels.run_ensemble`; see that module for the
-recording and divergence conventions.
+Both run the kernels of :mod:`eosdyn.sim.kernels` (``ensemble`` picks the blocked,
+SIMD-across-trajectories one where it applies); see that module for the recording and
+divergence conventions.
 """
 from __future__ import annotations
 

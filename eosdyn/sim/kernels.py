@@ -1,15 +1,26 @@
-"""The discrete-map kernel: one compiled loop serves `simulate` (n = 1) and `ensemble`.
+"""The discrete-map kernels behind `simulate` and `ensemble`: one per-trajectory loop, one blocked.
 
-The kernel receives the loss's and the rule's numba functions as arguments, so
-it is compiled once per (loss family, rule family) pair and reused for every
-instance. Trajectories run in a ``prange`` over the ensemble; each draws from
-its own random stream keyed on (seed, index) (:mod:`eosdyn._rng`), so results do
-not depend on the thread count, and trajectory i of an ensemble is bit-identical
-to a single run with ``stream_index=i``.
+- :func:`run_one` / :func:`run_ensemble`: one trajectory per ``prange`` task, for any loss
+  and rule (curvature probes, noise, preconditioners). ``simulate`` is the n = 1 case.
+- :func:`run_block` / :func:`run_ensemble_blocked`: blocks of :data:`BLOCK` trajectories in
+  structure-of-arrays layout, for deterministic rules with a ``step_block_fn`` and losses
+  with a ``grad_block_fn``. The gradient, the divergence check and the step are loops
+  across the block, which LLVM vectorises (SIMD across trajectories); the records go
+  through the same :func:`_record_state` as :func:`run_one`, so each trajectory is
+  bit-identical to its per-trajectory run (tests/test_sim.py checks it).
+
+Both receive the loss's and the rule's numba functions as arguments; numba cannot cache
+such code on disk, so :func:`ensemble_kernel` generates a specialisation per (loss family,
+rule) pair with the functions bound as globals (:mod:`eosdyn._kernelgen`), cached on
+disk. Each trajectory draws from its own random stream keyed on (seed, index)
+(:mod:`eosdyn._rng`), so results do not depend on the thread count, and trajectory i of
+an ensemble is bit-identical to a single run with ``stream_index=i``.
 
 Record r holds the state after r·record_every steps. The step size recorded at
 a state is the one the rule uses to leave that state (for the last record it is
 computed on a throw-away copy), so ``lr * sharpness`` reads as ηλ at each record.
+A trajectory is stopped at the first step where |θᵢ| ≥ blowup or the loss or gradient
+is not finite; that record keeps its values and later records are NaN.
 """
 from __future__ import annotations
 
