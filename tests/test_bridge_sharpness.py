@@ -13,16 +13,9 @@ torch = pytest.importorskip("torch")
 import eosdyn.bridge as B  # noqa: E402
 from eosdyn.bridge.hvp import HessianOperator  # noqa: E402
 from eosdyn.curvature import top_eigenpairs  # noqa: E402
+from test_bridge import _one_thread, dense_hessian  # noqa: E402,F401  (the autouse fixture, the reference)
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_net(seed=0, n=60):
@@ -36,18 +29,7 @@ def small_net(seed=0, n=60):
 
 
 def dense_eigvals(model, x, y):
-    names = [k for k, _ in model.named_parameters()]
-    params = [p for _, p in model.named_parameters()]
-
-    def f(flat):
-        ps, i = [], 0
-        for p in params:
-            ps.append(flat[i:i + p.numel()].view_as(p))
-            i += p.numel()
-        return B.mse_loss(torch.func.functional_call(model, dict(zip(names, ps)), (x,)), y)
-
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    H = torch.autograd.functional.hessian(f, flat).numpy()
+    H = dense_hessian(model, B.mse_loss, x, y).numpy()
     return np.linalg.eigvalsh(0.5 * (H + H.T))[::-1]
 
 
