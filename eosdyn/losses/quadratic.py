@@ -1,6 +1,8 @@
 """Quadratic loss L(θ) = ½ (θ − c)ᵀ H (θ − c), the linearisation of every loss at a minimum."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -54,6 +56,7 @@ UNROLL_MAX_DIM = 12
 _ROWS_PER_LOOP = 16
 
 
+@functools.lru_cache(maxsize=None)  # one generated module per size, built once per process
 def _unrolled_grad_block(dim):
     """``_grad_block`` written out for one dimension: straight-line code per trajectory.
 

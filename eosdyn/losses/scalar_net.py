@@ -22,6 +22,8 @@ sharpness used for phase-plane figures.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -98,6 +100,7 @@ def _sn_grad_block(X, params, G, W):
 UNROLL_MAX_DEPTH = 32
 
 
+@functools.lru_cache(maxsize=None)  # one generated module per size, built once per process
 def _unrolled_grad_block(depth):
     """``_sn_grad_block`` written out for one depth: straight-line code per trajectory.
 

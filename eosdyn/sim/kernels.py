@@ -63,10 +63,15 @@ def _record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
 
 
 @njit(cache=True)
+def _coord_ok(x, g, blowup):
+    """|x| < blowup and g finite: |x| + (g − g) is NaN iff x is NaN or g is not finite."""
+    return abs(x) + (g - g) < blowup
+
+
+@njit(cache=True)
 def _is_bad(theta, g, blowup):
     for i in range(theta.shape[0]):
-        a = theta[i]
-        if not (abs(a) < blowup) or not np.isfinite(g[i]):
+        if not _coord_ok(theta[i], g[i], blowup):
             return True
     return False
 
@@ -153,8 +158,7 @@ def _lanes_bad(X, G, blowup, alive, bad):
         bad[b] = False
     for i in range(d):
         for b in range(B):
-            # |x| + (g − g) is NaN iff x is NaN or g is not finite: one comparison covers both
-            bad[b] = bad[b] | (not (abs(X[i, b]) + (G[i, b] - G[i, b]) < blowup))
+            bad[b] = bad[b] | (not _coord_ok(X[i, b], G[i, b], blowup))
     n = 0
     for b in range(B):
         n += alive[b] & bad[b]
