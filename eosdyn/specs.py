@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -150,9 +151,13 @@ def parse_spec(text: str) -> tuple[str, dict]:
     raw: dict[str, str] = {}
     order: list[str] = []
     if sep and rest.strip():
-        for group in _split_top(rest, ";"):
+        groups = _split_top(rest, ";")
+        for k, group in enumerate(groups):
             if not group.strip():
-                continue
+                if k == len(groups) - 1 and k > 0 and groups[k - 1].strip():
+                    continue  # one trailing ';' is harmless
+                raise SpecError(f"spec {text!r} has an empty parameter group (';;' or a leading ';'): "
+                                "write NAME:key=value,key=value or separate groups by one ';'")
             current = None
             for piece in _split_top(group, ","):
                 m = _KEY_RE.match(piece)
@@ -310,6 +315,17 @@ def _resolve(table: dict, kind: str, text: str, *, skip_required: tuple = ()) ->
 
 
 def _lookup(table: dict, kind: str, name: str, text: str) -> Entry:
+    if kind == "rule":  # the one registry resolves rule names and aliases
+        from .rules.registry import rule_class
+
+        try:
+            cls = rule_class(name)
+        except ValueError as exc:
+            raise SpecError(f"{exc} (spec {text!r}). Valid rules: "
+                            + "; ".join(e.describe() for e in table.values())) from None
+        if cls.name not in table:  # a rule registered after this module was imported
+            table[cls.name] = _rule_entry(cls)
+        return table[cls.name]
     for e in table.values():
         if name == e.name or name in e.aliases:
             return e
@@ -446,7 +462,7 @@ def _sqrt_entry(base: Entry) -> Entry:
     for key in ("theta0", "minimizer"):
         f = base.extra.get(key)
         if f is not None:
-            extra[key] = (lambda f: lambda loss, kw: f(loss.base, kw))(f)
+            extra[key] = (lambda g: lambda loss, kw: g(loss.base, kw))(f)
     return Entry("sqrt-" + base.name, f"√(L − L* + eps) of {base.name} (Arora, Li & Panigrahi 2022)",
                  base.params + (Param("eps", "float", 0.0),), build,
                  aliases=tuple("sqrt-" + a for a in base.aliases) + ("sqrt_" + base.name,), extra=extra)
@@ -482,33 +498,10 @@ def loss_from_spec(text: str):
 
 
 # ----------------------------------------------------------------------------- rules
-def _rule_classes():
-    from .rules import DCAO, GD, Adam, EoSAda, HeavyBall, Nesterov, NormalizedGD
-
-    return {"gd": GD, "heavyball": HeavyBall, "nesterov": Nesterov, "ngd": NormalizedGD,
-            "adam": Adam, "eosada": EoSAda, "dcao": DCAO}
-
-
-_RULE_SUMMARY = {
-    "gd": ("gradient descent θ ← θ − η∇L; stable at a minimum iff η < 2/λ", ()),
-    "heavyball": ("heavy-ball momentum (PyTorch SGD); edge η = 2(1+β)/λ", ("hb", "heavy-ball", "heavy_ball",
-                                                                            "momentum", "polyak")),
-    "nesterov": ("Nesterov momentum (PyTorch form); edge η = (2+2β)/((1+2β)λ)", ()),
-    "ngd": ("normalized GD θ ← θ − η∇L/‖∇L‖", ("normalized-gd", "normalizedgd", "normalized_gd")),
-    "adam": ("Adam (PyTorch convention); edge (2+2β₁)/((1−β₁)λ_max(P⁻¹H))", ()),
-    "eosada": ("EoS-Ada: η_t = α/(λ_max+ε) plus curvature-damped noise", ("eos-ada", "eos_ada")),
-    "dcao": ("DCAO: momentum SGD whose η, β, weight decay follow the Hessian spectrum", ()),
-}
-
-_KIND_OVERRIDES = {
-    ("dcao", "lr_factor_range"): "floats",
-    ("dcao", "rho_ref"): "optfloat",
-}
-
-
-def _kind_of(rule, name, default):
-    if (rule, name) in _KIND_OVERRIDES:
-        return _KIND_OVERRIDES[(rule, name)]
+def _kind_of(cls, name, default):
+    kinds = cls.spec_kinds
+    if name in kinds and isinstance(kinds[name], str):
+        return kinds[name]
     if default is _REQUIRED:
         return "float"
     if isinstance(default, bool):
@@ -524,34 +517,42 @@ def _kind_of(rule, name, default):
     return "float"
 
 
+def _rule_build(cls, kw):
+    """cls(**kw) after folding split parameters back (Adam's beta1, beta2 -> betas) and turning
+    lists into the tuples the constructors take."""
+    kw = dict(kw)
+    sig = inspect.signature(cls.__init__).parameters
+    for pname, parts in cls.spec_kinds.items():
+        if isinstance(parts, tuple):
+            default = sig[pname].default
+            kw[pname] = tuple(kw.pop(k, default[i]) for i, k in enumerate(parts))
+    for pname, v in list(kw.items()):
+        if isinstance(v, list) and isinstance(sig[pname].default, tuple):
+            kw[pname] = tuple(v)
+    return cls(**kw)
+
+
+def _rule_entry(cls) -> Entry:
+    """The spec entry of a registered rule class: everything is read from the class."""
+    params = []
+    for pname, prm in inspect.signature(cls.__init__).parameters.items():
+        if pname == "self":
+            continue
+        split = cls.spec_kinds.get(pname)
+        if isinstance(split, tuple):
+            params += [Param(k, "float", prm.default[i]) for i, k in enumerate(split)]
+            continue
+        al = ("beta",) if pname == "momentum" else ()
+        params.append(Param(pname, _kind_of(cls, pname, prm.default), prm.default, aliases=al))
+    step = cls.step_parameter
+    return Entry(cls.name, cls.summary, tuple(params), lambda kw, cls=cls: _rule_build(cls, kw),
+                 aliases=tuple(cls.aliases), extra={"cls": cls, "step": step, "example": f"{cls.name}:{step}=0.1"})
+
+
 def _rule_entries() -> dict[str, Entry]:
-    out = {}
-    for key, cls in _rule_classes().items():
-        summary, aliases = _RULE_SUMMARY[key]
-        sig = inspect.signature(cls.__init__)
-        params = []
-        for pname, prm in sig.parameters.items():
-            if pname == "self":
-                continue
-            if key == "adam" and pname == "betas":
-                params += [Param("beta1", "float", prm.default[0]), Param("beta2", "float", prm.default[1])]
-                continue
-            al = ("beta",) if pname == "momentum" else ()
-            params.append(Param(pname, _kind_of(key, pname, prm.default), prm.default, aliases=al))
+    from .rules import rules
 
-        def build(kw, cls=cls, key=key):
-            if key == "adam":
-                b1 = kw.pop("beta1", 0.9)
-                b2 = kw.pop("beta2", 0.999)
-                kw["betas"] = (b1, b2)
-            if key == "dcao" and "lr_factor_range" in kw:
-                kw["lr_factor_range"] = tuple(kw["lr_factor_range"])
-            return cls(**kw)
-
-        step = "alpha" if key == "eosada" else "lr"
-        out[key] = Entry(key, summary, tuple(params), build, aliases=aliases,
-                         extra={"cls": cls, "step": step, "example": f"{key}:{step}=0.1"})
-    return out
+    return {name: _rule_entry(cls) for name, cls in rules().items()}
 
 
 RULES: dict[str, Entry] = _rule_entries()
@@ -567,23 +568,29 @@ def rule_family(text: str) -> tuple[type, str, dict, float | None]:
     """A rule spec whose step size may be left out, for threshold analysis.
 
     Returns (rule class, step-parameter name — ``lr``, or ``alpha`` for EoS-Ada —,
-    the other keyword arguments, the step value if the spec gave one else None). The
-    keyword arguments are validated by building the rule once.
+    the other keyword arguments as the constructor takes them, the step value if the spec
+    gave one else None). The keyword arguments are validated by building the rule once.
     """
     entry, kw = _resolve(RULES, "rule", text, skip_required=("lr",))
     step = entry.extra["step"]
     given = kw.pop(step, None)
     probe = dict(kw)
     probe[step] = given if given is not None else 1.0
-    _build("rule", entry, probe, text)
-    if entry.name == "adam":
-        kw = dict(kw)
-        b1 = kw.pop("beta1", 0.9)
-        b2 = kw.pop("beta2", 0.999)
-        kw["betas"] = (b1, b2)
-    if entry.name == "dcao" and "lr_factor_range" in kw:
-        kw["lr_factor_range"] = tuple(kw["lr_factor_range"])
-    return entry.extra["cls"], step, kw, given
+    rule = _build("rule", entry, probe, text)
+    cls = entry.extra["cls"]
+    full = rule.hyperparameters()
+    sig = inspect.signature(cls.__init__).parameters
+    out = {}
+    for pname in sig:
+        if pname in ("self", step):
+            continue
+        split = cls.spec_kinds.get(pname)
+        if isinstance(split, tuple) and any(k in kw for k in split):
+            out[pname] = tuple(full[pname]) if pname in full else None
+        elif pname in kw:
+            v = kw[pname]
+            out[pname] = tuple(v) if isinstance(v, list) and isinstance(sig[pname].default, tuple) else v
+    return cls, step, out, given
 
 
 def loss_names() -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from .._rng import rng_fill_normal
-from .._validate import choice, in_range, nonneg_int, positive
+from .._validate import choice, in_range, nonneg_int, pair, positive
 from .base import Rule, check_curvature
 from .schedules import dcao_hyperparameters, eosada_lr, eosada_noise
 
@@ -35,12 +35,15 @@ def _eosada_step(theta, state, g, curv, hyper, t, rng, work):
 class EoSAda(Rule):
     """EoS-Ada, as proposed: a step size that tracks the edge, plus curvature-damped noise.
 
-        η_t = α / (λ_max + ε),   σ_t = β · exp(−γ · λ_max),
+        η_t = α / (|λ_max| + ε),   σ_t = β · exp(−γ · λ_max),
         θ ← θ − η_t ∇L(θ) + σ_t ξ,   ξ ~ N(0, I)
 
-    (α = ``alpha``, ε = ``eps``, β = ``noise_scale``, γ = ``noise_decay``). On the top
+    (α = ``alpha``, ε = ``eps`` ≥ 0, β = ``noise_scale``, γ = ``noise_decay``). On the top
     Hessian mode the effective step is η_t λ_max = α λ/(λ+ε) < α: with exact λ_max,
-    the iterate stays linearly stable for α < 2(1 + ε/λ).
+    the iterate stays linearly stable for α < 2(1 + ε/λ). The proposal assumes
+    λ_max > 0; at negative curvature the step uses |λ_max| (a bounded descent step, where
+    α/(λ_max + ε) would be gradient ascent), and where |λ_max| + ε = 0 (ε = 0 on a flat probe)
+    the step is 0: there is no curvature to set it from (:mod:`eosdyn.rules.schedules`).
 
     ``curvature`` picks the λ_max estimate, refreshed every ``curvature_every`` steps:
 
@@ -56,6 +59,10 @@ class EoSAda(Rule):
     """
 
     name = "eosada"
+    step_parameter = "alpha"
+    summary = "EoS-Ada: η_t = α/(|λ_max|+ε) plus curvature-damped noise"
+    color = "#009E73"
+    torch_twin = "eosdyn.bridge.EoSAda"
     step_fn = staticmethod(_eosada_step)
     curvature_k = 1
 
@@ -80,6 +87,29 @@ class EoSAda(Rule):
         h = self.hyper.copy()
         h[2] = 0.0
         return h
+
+    def edge_constant(self):
+        """2, for the step η_t in force: with η_t frozen the map is GD's, whose edge is η_tλ = 2."""
+        return 2.0
+
+    @classmethod
+    def threshold(cls, curvature, **hyper):
+        """α* = 2(1 + ε/λ): EoS-Ada's effective step αλ/(λ + ε) on the top mode reaches 2.
+        None with the Hutchinson estimate (its step follows tr(H)/d, not λ_max)."""
+        lam = positive("curvature", curvature)
+        probe = cls(alpha=1.0, **hyper)
+        if probe.curvature_method == "hutchinson":
+            return None
+        return 2.0 * (1.0 + probe.eps / lam)
+
+    def torch_kwargs(self):
+        if self.curvature_method in ("power", "hutchinson"):
+            raise ValueError(f"the torch EoSAda offers curvature 'lanczos' or 'exact', not "
+                             f"{self.curvature_method!r}")
+        method = "lanczos" if self.curvature_method == "auto" else self.curvature_method
+        return {"alpha": self.alpha, "eps": self.eps, "noise_scale": self.noise_scale,
+                "noise_decay": self.noise_decay, "curvature": method,
+                "curvature_every": self.curvature_every, "lanczos_steps": self.lanczos_steps}
 
     def hyperparameters(self):
         return {"alpha": self.alpha, "eps": self.eps, "noise_scale": self.noise_scale,
@@ -130,6 +160,10 @@ class DCAO(Rule):
     """
 
     name = "dcao"
+    summary = "DCAO: momentum SGD whose η, β, weight decay follow the Hessian spectrum"
+    color = "#009E73"
+    torch_twin = "eosdyn.bridge.DCAO"
+    spec_kinds = {"lr_factor_range": "floats", "rho_ref": "optfloat"}
     step_fn = staticmethod(_dcao_step)
 
     def __init__(self, lr=0.01, momentum=0.45, weight_decay=0.0, alpha=0.1, rho_ref=None,
@@ -141,7 +175,7 @@ class DCAO(Rule):
         self.weight_decay = positive("weight_decay", weight_decay, allow_zero=True)
         self.alpha = positive("alpha", alpha, allow_zero=True)
         self.rho_ref = 2.0 / self.lr if rho_ref is None else positive("rho_ref", rho_ref)
-        lo, hi = lr_factor_range
+        lo, hi = pair("lr_factor_range", lr_factor_range)
         lo = positive("lr_factor_range[0]", lo)
         hi = positive("lr_factor_range[1]", hi)
         if lo > hi:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._validate import choice, nonneg_int
+from .._validate import choice, nonneg_int, positive
 
 CURVATURE_METHODS = {"none": 0, "exact": 1, "lanczos": 2, "power": 3, "hutchinson": 4, "auto": -1}
 AUTO_EXACT_MAX_DIM = 64
@@ -49,9 +49,32 @@ def no_preconditioner(state, hyper, t, out):
 
 
 class Rule:
-    """Base class of the update rules. Subclasses set ``step_fn``, ``hyper`` and friends."""
+    """Base class of the update rules. Subclasses set ``step_fn``, ``hyper`` and friends.
 
-    name = "rule"
+    **A rule describes itself** (:mod:`eosdyn.rules.registry` lists the fields): a subclass
+    that sets ``name`` is registered when it is defined, and spec strings, the command
+    line, thresholds, stability analysis, plot colours and the sympy derivations all read
+    it from there. Adding a rule is one class file in ``eosdyn/rules/`` (every module of
+    the package is imported with it) plus one test file.
+    """
+
+    # --- self-description, read by the registry and every entry point ------------------
+    #: canonical name ("gd"); a subclass that sets it is registered
+    name = None
+    #: other names accepted wherever a rule is named (case, "-", "_" ignored)
+    aliases: tuple = ()
+    #: the constructor argument that sets the step size
+    step_parameter = "lr"
+    #: one line for ``--help`` listings
+    summary = ""
+    #: the colour every figure draws this rule in (Okabe–Ito palette)
+    color = "#000000"
+    #: dotted path of the torch optimizer that runs the same rule on a network, or None
+    torch_twin = None
+    #: kinds of constructor arguments that spec strings cannot infer from the default
+    #: (see :mod:`eosdyn.specs`): {"rho_ref": "optfloat", ...}
+    spec_kinds: dict = {}
+
     step_fn = None
     step_block_fn = None
     precond_fn = staticmethod(no_preconditioner)
@@ -65,6 +88,73 @@ class Rule:
     lanczos_steps = 20
     hutchinson_samples = 1
     jacobian_is_exact = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.name is not None:
+            from .registry import register
+
+            register(cls)
+
+    # --- the edge of stability -----------------------------------------------------------
+    def edge_constant(self) -> float | None:
+        """c in the linear edge of a minimum, λ_max(P⁻¹H) = c/η, for this rule's hyperparameters.
+
+        η is the step size in force (the ``lr`` a simulation records) and P the rule's
+        :meth:`preconditioner`, so "at the edge" is one statement for every rule:
+        ``preconditioned sharpness × lr = edge_constant()`` (GD: 2; heavy-ball: 2 + 2β;
+        Adam with a frozen preconditioner: (2 + 2β₁)/(1 − β₁); Cohen et al. 2022).
+        None where the rule has no closed-form edge.
+        """
+        return None
+
+    def sharpness_threshold(self, lr=None) -> float | None:
+        """The (preconditioned) sharpness above which a minimum is linearly unstable at step
+        ``lr`` (default: the rule's own step-size value): ``edge_constant() / lr``."""
+        c = self.edge_constant()
+        if c is None:
+            return None
+        lr = getattr(self, self.step_parameter) if lr is None else lr
+        return c / positive("lr", lr)
+
+    @classmethod
+    def threshold(cls, curvature, **hyper) -> float | None:
+        """The largest stable value of the step parameter at a minimum whose (preconditioned)
+        sharpness is ``curvature`` > 0, the rule's other hyperparameters being ``hyper``:
+        ``edge_constant() / curvature`` (None where the rule has no closed form)."""
+        lam = positive("curvature", curvature)
+        c = cls(**{cls.step_parameter: 1.0}, **hyper).edge_constant()
+        return None if c is None else c / lam
+
+    def preconditioner(self, state, t: int = 10**9, *, dim: int | None = None) -> np.ndarray:
+        """The diagonal P(state) of the update θ ← θ − η P⁻¹ m at step ``t`` (ones for rules
+        that precondition nothing). ``dim`` is needed only where the state is empty."""
+        state = np.ascontiguousarray(state, dtype=np.float64).reshape(-1)
+        if dim is None:
+            dim = next((d for d in range(1, state.size + 1) if self.state_size(d) == state.size), None)
+            if dim is None:
+                raise ValueError(f"dim is needed: {type(self).__name__}'s state of size {state.size} "
+                                 "does not determine the dimension")
+        dim = nonneg_int("dim", dim, minimum=1)
+        if state.size != self.state_size(dim):
+            raise ValueError(f"state must have size {self.state_size(dim)} for dim = {dim}, got {state.size}")
+        out = np.empty(dim)
+        self.precond_fn(state, self.hyper, np.int64(t), out)
+        return out
+
+    # --- the torch twin --------------------------------------------------------------------
+    def torch_kwargs(self) -> dict:
+        """Keyword arguments of :attr:`torch_twin` that reproduce this rule (override per rule)."""
+        return dict(self.hyperparameters())
+
+    def torch_optimizer(self, params):
+        """The torch optimizer running this rule on ``params`` (e.g. ``model.parameters()``)."""
+        if self.torch_twin is None:
+            raise ValueError(f"{type(self).__name__} has no torch twin")
+        import importlib
+
+        module, _, cls = self.torch_twin.rpartition(".")
+        return getattr(importlib.import_module(module), cls)(params, **self.torch_kwargs())
 
     @property
     def stochastic(self) -> bool:
@@ -88,39 +178,53 @@ class Rule:
         """The rule's settings as a plain dict (recorded with every result)."""
         return {}
 
+    def check_dimension(self, dim: int) -> None:
+        """Raise ValueError if this rule cannot run on a d-dimensional loss (every runner calls it)."""
+        if self.curvature_k > dim:
+            raise ValueError(f"{type(self).__name__} probes the top k = {self.curvature_k} Hessian eigenvalues, "
+                             f"but the loss has only d = {dim} parameters: use k <= {dim}")
+
     # --- curvature as the kernel will probe it ---------------------------------------
-    def resolved_curvature(self, dim: int) -> tuple[int, int]:
-        """(method code, k) the kernel uses for this rule on a d-dimensional loss."""
+    def resolved_curvature(self, dim: int, exact: bool = False) -> tuple[int, int, int]:
+        """(method code, k, every) the stepping core probes for this rule on a d-dimensional loss.
+
+        ``exact=True`` gives the deterministic map F of the analysis (:meth:`map`): the exact
+        top-k eigenvalues at every step, or the mean curvature tr(H)/d for a Hutchinson rule
+        (the expectation of its estimate). Method codes: :mod:`eosdyn.curvature.kernels`.
+        """
         if self.curvature_k == 0:
-            return 0, 0
+            return 0, 0, 1
         m = self.curvature_method
+        if exact:
+            return (5 if m == "hutchinson" else 1), self.curvature_k, 1
         if m == "auto":
             m = "exact" if dim <= AUTO_EXACT_MAX_DIM else "lanczos"
-        return CURVATURE_METHODS[m], self.curvature_k
+        return CURVATURE_METHODS[m], self.curvature_k, self.curvature_every
 
     def _exact_curvature(self, loss, theta):
-        """Top-k Hessian eigenvalues (descending), or the Hutchinson mean, computed exactly."""
+        """The curvature of the deterministic map at θ (see :meth:`resolved_curvature`)."""
+        from ..curvature.kernels import mean_curvature, top_eigs_exact
+
         k = max(self.curvature_k, 1)
-        H = loss.hess(theta)
-        if self.curvature_method == "hutchinson":
-            # E over unit directions u of uᵀHu = tr(H)/d: the deterministic map uses the mean.
-            out = np.zeros(k)
-            out[0] = np.trace(H) / H.shape[0]
-            return out
-        ev = np.linalg.eigvalsh(H)[::-1]
+        H = np.ascontiguousarray(loss.hess(theta), dtype=np.float64)
         out = np.zeros(k)
-        out[: min(k, ev.size)] = ev[:k]
+        if self.curvature_method == "hutchinson":
+            mean_curvature(H, k, out)
+        else:
+            top_eigs_exact(H, k, out)
         return out
 
     # --- the deterministic map on the full state, for analysis ---------------------------
     def map(self, loss, z, t: int = 10**9):
         """F(z): one noise-free step of the rule on the full state z = (θ, state).
 
-        Curvature is evaluated exactly at θ (eigh of the Hessian). ``t`` is the step
+        Curvature is evaluated exactly at θ (eigh of the Hessian; the mean curvature
+        tr(H)/d for a Hutchinson rule), whatever the rule's probe schedule. ``t`` is the step
         number (it matters only for bias-corrected rules; the default is the
         asymptotic regime t → ∞).
         """
         d = loss.dim
+        self.check_dimension(d)
         theta, state = self.unpack(z, d)
         g = loss.grad(theta)
         curv = self._exact_curvature(loss, theta) if self.curvature_k else np.zeros(1)

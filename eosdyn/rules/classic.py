@@ -1,4 +1,6 @@
-"""The classical rules: GD, heavy-ball, Nesterov (PyTorch's conventions), normalized GD, Adam.
+"""The classical rules: GD, heavy-ball (PyTorch's convention), normalized GD, Adam.
+
+Nesterov momentum lives in :mod:`eosdyn.rules.nesterov`, the one-file form of a rule.
 
 Linear-stability thresholds on a quadratic with top Hessian eigenvalue λ
 (see :mod:`eosdyn.analysis` and ``theory/thresholds.py`` for the derivations):
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._validate import in_range, positive
+from .._validate import in_range, pair, positive
 from .base import Rule
 
 
@@ -65,14 +67,8 @@ def _momentum_jacobian(H, d, c, off, b):
     return J
 
 
-class GD(Rule):
-    """Gradient descent θ ← θ − η ∇L(θ)."""
-
-    name = "gd"
-    step_fn = staticmethod(_gd_step)
-    step_block_fn = staticmethod(_gd_step_block)
-    jacobian_fn = staticmethod(_gd_jacobian)
-    jacobian_is_exact = True
+class _StepSizeOnly(Rule):
+    """A rule whose one hyperparameter is its step size ``lr`` (GD, normalized GD)."""
 
     def __init__(self, lr):
         self.lr = positive("lr", lr)
@@ -80,6 +76,23 @@ class GD(Rule):
 
     def hyperparameters(self):
         return {"lr": self.lr}
+
+
+class GD(_StepSizeOnly):
+    """Gradient descent θ ← θ − η ∇L(θ)."""
+
+    name = "gd"
+    summary = "gradient descent θ ← θ − η∇L; stable at a minimum iff η < 2/λ"
+    color = "#0072B2"
+    torch_twin = "torch.optim.SGD"
+    step_fn = staticmethod(_gd_step)
+    step_block_fn = staticmethod(_gd_step_block)
+    jacobian_fn = staticmethod(_gd_jacobian)
+    jacobian_is_exact = True
+
+    def edge_constant(self):
+        """2: GD is stable at a minimum iff ηλ_max < 2 (J = I − ηH has an eigenvalue −1 there)."""
+        return 2.0
 
     def jacobian(self, loss, z, t=10**9, h=None):
         """J = I − η ∇²L(θ)."""
@@ -129,6 +142,10 @@ class HeavyBall(Rule):
     """
 
     name = "heavyball"
+    aliases = ("hb", "momentum", "polyak")
+    summary = "heavy-ball momentum (PyTorch SGD); edge η = 2(1+β)/λ"
+    color = "#CC79A7"
+    torch_twin = "torch.optim.SGD"
     step_fn = staticmethod(_heavyball_step)
     step_block_fn = staticmethod(_heavyball_step_block)
     jacobian_fn = staticmethod(_heavyball_jacobian)
@@ -145,70 +162,12 @@ class HeavyBall(Rule):
     def state_size(self, dim):
         return dim
 
+    def edge_constant(self):
+        """2 + 2β (Polyak 1964): the μ = −1 root of the per-mode characteristic polynomial."""
+        return 2.0 + 2.0 * self.momentum
+
     def jacobian(self, loss, z, t=10**9, h=None):
         """On z = (θ, b): [[I − ηH, −ηβI], [H, βI]]."""
-        return self.jacobian_fn(loss.hess(z[: loss.dim]), self.hyper, loss.dim)
-
-
-# ------------------------------------------------------------------------- Nesterov
-@njit(cache=True)
-def _nesterov_coord(x, buf, g, lr, beta):
-    """One coordinate of Nesterov (torch): b' = βb + g, x' = x − η(g + βb'). Returns (x', b')."""
-    buf = beta * buf + g
-    return x - lr * (g + beta * buf), buf
-
-
-@njit(cache=True)
-def _nesterov_step(theta, state, g, curv, hyper, t, rng, work):
-    lr = hyper[0]
-    beta = hyper[1]
-    for i in range(theta.shape[0]):
-        theta[i], state[i] = _nesterov_coord(theta[i], state[i], g[i], lr, beta)
-    return lr
-
-
-@njit(cache=True)
-def _nesterov_step_block(X, S, G, hyper, t, LR):
-    lr = hyper[0]
-    beta = hyper[1]
-    for i in range(X.shape[0]):
-        for b in range(X.shape[1]):
-            X[i, b], S[i, b] = _nesterov_coord(X[i, b], S[i, b], G[i, b], lr, beta)
-    for b in range(X.shape[1]):
-        LR[b] = lr
-
-
-@njit(cache=True)
-def _nesterov_jacobian(H, hyper, d):
-    eta, b = hyper[0], hyper[1]
-    return _momentum_jacobian(H, d, eta * (1.0 + b), eta * b * b, b)
-
-
-class Nesterov(Rule):
-    """Nesterov momentum in PyTorch's convention (``SGD(nesterov=True)``, dampening 0).
-
-        b ← β b + ∇L(θ),   θ ← θ − η (∇L(θ) + β b)
-    """
-
-    name = "nesterov"
-    step_fn = staticmethod(_nesterov_step)
-    step_block_fn = staticmethod(_nesterov_step_block)
-    jacobian_fn = staticmethod(_nesterov_jacobian)
-    jacobian_is_exact = True
-
-    def __init__(self, lr, momentum=0.9):
-        self.lr = positive("lr", lr)
-        self.momentum = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
-        self.hyper = np.array([self.lr, self.momentum])
-
-    def hyperparameters(self):
-        return {"lr": self.lr, "momentum": self.momentum}
-
-    def state_size(self, dim):
-        return dim
-
-    def jacobian(self, loss, z, t=10**9, h=None):
-        """On z = (θ, b): [[I − η(1+β)H, −ηβ²I], [H, βI]]."""
         return self.jacobian_fn(loss.hess(z[: loss.dim]), self.hyper, loss.dim)
 
 
@@ -255,7 +214,7 @@ def _ngd_step_block(X, S, G, hyper, t, LR):
         LR[b] = _ngd_lr(LR[b], hyper[0])
 
 
-class NormalizedGD(Rule):
+class NormalizedGD(_StepSizeOnly):
     """Normalized GD θ ← θ − η ∇L/‖∇L‖ (Arora, Li & Panigrahi 2022, §4).
 
     The recorded step size is the effective one, η/‖∇L(θ)‖. At a critical point
@@ -263,16 +222,24 @@ class NormalizedGD(Rule):
     """
 
     name = "ngd"
+    aliases = ("normalizedgd",)
+    summary = "normalized GD θ ← θ − η∇L/‖∇L‖"
+    color = "#009E73"
     step_fn = staticmethod(_ngd_step)
     step_block_fn = staticmethod(_ngd_step_block)
     jacobian_is_exact = True
 
-    def __init__(self, lr):
-        self.lr = positive("lr", lr)
-        self.hyper = np.array([self.lr])
+    def edge_constant(self):
+        """2, for the effective step η/‖∇L‖ in force: NGD enters the EoS where η_eff·λ₁ ≈ 2
+        (Arora, Li & Panigrahi 2022, §4)."""
+        return 2.0
 
-    def hyperparameters(self):
-        return {"lr": self.lr}
+    @classmethod
+    def threshold(cls, curvature, **hyper):
+        """Refused: normalized GD's map is not differentiable at a critical point (its step
+        η/‖∇L‖ blows up there), so a minimum has no linear threshold."""
+        raise ValueError("normalized GD ('ngd') has no linear threshold: its map is not differentiable "
+                         "at a critical point (its step η/‖∇L‖ blows up)")
 
     def jacobian(self, loss, z, t=10**9, h=None):
         """J = I − (η/‖g‖)(I − ĝĝᵀ) H, ĝ = g/‖g‖ (undefined at g = 0: raises)."""
@@ -301,7 +268,10 @@ def _adam_coord(x, m, v, g, lr, b1, b2, eps, c1, c2):
     """One coordinate of Adam; c1, c2 are the bias corrections 1 − βᵗ. Returns (x', m', v')."""
     m = b1 * m + (1.0 - b1) * g
     v = b2 * v + (1.0 - b2) * g * g
-    return x - lr * (m / c1) / (np.sqrt(v / c2) + eps), m, v
+    den = np.sqrt(v / c2) + eps
+    if den == 0.0:  # eps = 0 and a coordinate whose gradient has been 0 so far: m = 0 too
+        return x, m, v
+    return x - lr * (m / c1) / den, m, v
 
 
 @njit(cache=True)
@@ -346,9 +316,17 @@ class Adam(Rule):
     the relevant curvature is the preconditioned sharpness λ_max(P⁻¹H) (Cohen et
     al. 2022, "Adaptive gradient methods at the edge of stability"), recorded by
     the simulator. State: (m, v).
+
+    ``eps = 0`` is allowed (pure RMS normalisation). Where √v̂ + ε = 0 — only for a
+    coordinate whose gradient has been exactly 0 at every step so far, so m = 0 as well —
+    the update of that coordinate is 0, the limit of m̂/(√v̂ + ε) as ε → 0⁺.
     """
 
     name = "adam"
+    summary = "Adam (PyTorch convention); edge (2+2β₁)/((1−β₁)λ_max(P⁻¹H))"
+    color = "#D55E00"
+    torch_twin = "torch.optim.Adam"
+    spec_kinds = {"betas": ("beta1", "beta2")}
     step_fn = staticmethod(_adam_step)
     step_block_fn = staticmethod(_adam_step_block)
     precond_fn = staticmethod(_adam_precond)
@@ -356,9 +334,7 @@ class Adam(Rule):
 
     def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, bias_correction=True):
         self.lr = positive("lr", lr)
-        if len(tuple(betas)) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        b1, b2 = betas
+        b1, b2 = pair("betas", betas)
         self.betas = (in_range("betas[0]", b1, 0.0, 1.0, hi_open=True),
                       in_range("betas[1]", b2, 0.0, 1.0, hi_open=True))
         self.eps = positive("eps", eps, allow_zero=True)
@@ -372,12 +348,16 @@ class Adam(Rule):
     def state_size(self, dim):
         return 2 * dim
 
-    def preconditioner(self, state, t=10**9):
-        """P = √v̂ + ε for a state (m, v) at step t."""
-        d = len(state) // 2
-        out = np.empty(d)
-        _adam_precond(np.asarray(state, float), self.hyper, np.int64(t), out)
-        return out
+    def edge_constant(self):
+        """(2 + 2β₁)/(1 − β₁) for λ_max(P⁻¹H) with the preconditioner P frozen (Cohen et al. 2022, §3)."""
+        b1 = self.betas[0]
+        return (2.0 + 2.0 * b1) / (1.0 - b1)
+
+    def torch_kwargs(self):
+        if not self.bias_correction:
+            raise ValueError("torch.optim.Adam always corrects the bias: no torch twin for "
+                             "Adam(bias_correction=False)")
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps}
 
     def frozen_jacobian(self, loss, theta, P):
         """Jacobian of Adam with the preconditioner frozen at P, on (θ, m):

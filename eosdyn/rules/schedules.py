@@ -6,10 +6,15 @@ optimizers of :mod:`eosdyn.bridge` call it with Python floats). No other module
 may restate these formulas.
 
 EoS-Ada (the proposal's adaptive rule)
-    η_t = α / (λ_max + ε)                                  :func:`eosada_lr`
+    η_t = α / (|λ_max| + ε)                                :func:`eosada_lr`
     σ_t = β · exp(−γ · λ_max)                              :func:`eosada_noise`
     so the effective step on the top mode is η_t λ_max = α λ/(λ+ε) < α, and the
-    linear edge η_t λ_max = 2 is reached at α = 2 (1 + ε/λ).
+    linear edge η_t λ_max = 2 is reached at α = 2 (1 + ε/λ). The proposal assumes
+    λ_max > 0; where the probed λ_max is negative (a concave region) the step uses its
+    magnitude, so it stays positive (a descent step) and bounded by α/|λ_max|, where
+    α/(λ_max + ε) would turn into gradient *ascent*. With ε = 0 and a probe of exactly
+    λ_max = 0 (a flat region) the step is defined as 0 — there is no curvature to set it
+    from — where α/0 would be infinite (the toy rule and the torch optimizer alike).
 
 DCAO, refined form (curvature probe every T_c steps; ρ = λ₁, γ = λ₁ − λ₂)
     η  = η₀ · f(ρ),  f(ρ) = clip(exp(−α (ρ − ρ_ref)), f_min, f_max), default [0.5, 2]
@@ -29,8 +34,9 @@ from numba import njit
 
 @njit(cache=True)
 def eosada_lr(lambda_max, alpha, eps):
-    """EoS-Ada step size η_t = α / (λ_max + ε)."""
-    return alpha / (lambda_max + eps)
+    """EoS-Ada step size η_t = α / (|λ_max| + ε), 0 where |λ_max| + ε = 0 (module docstring)."""
+    den = abs(lambda_max) + eps
+    return 0.0 if den == 0.0 else alpha / den
 
 
 @njit(cache=True)
