@@ -539,10 +539,14 @@ def test_from_sympy_errors():
         from_sympy("x +* ", ["x"])
     with pytest.raises(ValueError, match="could not be parsed"):
         from_sympy("x + (", ["x"])
-    with pytest.raises(ValueError, match="cannot be compiled"):
+    with pytest.raises(ValueError, match="'besselj' is not allowed"):  # strings: a whitelist of functions
         from_sympy("besselj(0, x)", ["x"])
-    with pytest.raises(ValueError, match="undefined functions"):
+    with pytest.raises(ValueError, match="cannot be compiled"):
+        from_sympy(sp.besselj(0, sp.Symbol("x")), ["x"])
+    with pytest.raises(ValueError, match="'f' is not allowed"):
         from_sympy("f(x)", ["x"])
+    with pytest.raises(ValueError, match="undefined functions"):
+        from_sympy(sp.Function("f")(sp.Symbol("x")), ["x"])
     with pytest.raises(ValueError, match="real"):
         from_sympy("I*x", ["x"])
     with pytest.raises(ValueError, match="distinct"):
@@ -559,8 +563,10 @@ def test_from_sympy_errors():
         from_sympy("a*x", ["x"], params={"a": "1"})
     with pytest.raises(TypeError, match="expr"):
         from_sympy(object(), ["x"])
-    with pytest.raises(TypeError, match="expr"):
+    with pytest.raises(ValueError, match="'>' is not allowed"):
         from_sympy("x > 1", ["x"])
+    with pytest.raises(TypeError, match="expr"):
+        from_sympy(sp.Symbol("x") > 1, ["x"])
     with pytest.raises(TypeError, match="symbols"):
         from_sympy("x", [1])
     with pytest.raises(TypeError, match="min_value"):

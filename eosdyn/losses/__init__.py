@@ -1,6 +1,7 @@
 """Toy losses with exact, numba-compiled gradient, Hessian and HVP."""
 from .base import Loss
 from .deep_linear import DeepLinear, reduced_rank_optimum
+from .finite_sum import FiniteSumLoss, LeastSquares, minibatch_factor
 from .quadratic import Quadratic
 from .scalar_net import ScalarNet
 from .sqrt_loss import SqrtLoss
@@ -12,6 +13,9 @@ __all__ = [
     "Quadratic",
     "DeepLinear",
     "reduced_rank_optimum",
+    "FiniteSumLoss",
+    "LeastSquares",
+    "minibatch_factor",
     "ScalarNet",
     "SqrtLoss",
     "SympyLoss",

@@ -12,19 +12,22 @@ from .base import Loss
 
 @njit(cache=True)
 def _value(theta, params):
+    """½ Σᵢ (θ − c)ᵢ Σⱼ Hᵢⱼ(θ − c)ⱼ, summed in this order, without allocating (the SDE engine's
+    built-in linear path calls this too, so every simulator gives the same loss bits)."""
     H, c = params[0], params[1]
-    r = theta - c
-    return 0.5 * (r @ (H @ r))
-
-
-@njit(cache=True)
-def _grad(theta, params):
-    H, c = params[0], params[1]
-    return H @ (theta - c)
+    d = theta.shape[0]
+    tot = 0.0
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += H[i, j] * (theta[j] - c[j])
+        tot += (theta[i] - c[i]) * acc
+    return 0.5 * tot
 
 
 @njit(cache=True)
 def _grad_into(theta, params, out):
+    """∇L = H(θ − c) into ``out``: Σⱼ Hᵢⱼ(θ − c)ⱼ summed in order (the one gradient formula)."""
     H, c = params[0], params[1]
     d = theta.shape[0]
     for i in range(d):
@@ -32,6 +35,13 @@ def _grad_into(theta, params, out):
         for j in range(d):
             acc += H[i, j] * (theta[j] - c[j])
         out[i] = acc
+
+
+@njit(cache=True)
+def _grad(theta, params):
+    out = np.empty(theta.shape[0])
+    _grad_into(theta, params, out)
+    return out
 
 
 @njit(cache=True)
@@ -56,7 +66,7 @@ UNROLL_MAX_DIM = 12
 _ROWS_PER_LOOP = 16
 
 
-@functools.lru_cache(maxsize=None)  # one generated module per size, built once per process
+@functools.cache  # one generated module per size, built once per process
 def _unrolled_grad_block(dim):
     """``_grad_block`` written out for one dimension: straight-line code per trajectory.
 
@@ -66,7 +76,7 @@ def _unrolled_grad_block(dim):
     d ≤ 12; the outputs are split over several loops so each stays vectorisable).
     Generated once per d and cached on disk.
     """
-    from ._codegen import load_source
+    from ..codegen import load_source
 
     d = dim
     per_loop = max(1, _ROWS_PER_LOOP - d)
@@ -94,6 +104,21 @@ def _hvp(theta, v, params):
     return params[0] @ v
 
 
+def _check_input(name, value, nonempty=True):
+    """Refuse complex values (TypeError: float64 conversion would drop their imaginary part)
+    and, where ``nonempty``, an empty array (ValueError: a quadratic needs one eigenvalue)."""
+    if value is None:
+        return
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):
+        return  # not array-like: the checks that follow name the problem
+    if np.iscomplexobj(a):
+        raise TypeError(f"{name} must be real, got complex values (their imaginary part would be dropped)")
+    if nonempty and a.size == 0:
+        raise ValueError(f"{name} must hold at least one eigenvalue, got an empty array of shape {a.shape}")
+
+
 class Quadratic(Loss):
     """L(θ) = ½ (θ − c)ᵀ H (θ − c), with gradient H(θ − c) and constant Hessian H.
 
@@ -103,6 +128,10 @@ class Quadratic(Loss):
     ``min_value`` is ``-inf``.
 
     GD with step η converges on it iff η < 2/λ_max(H) (for PSD H).
+
+    Raises TypeError (naming the parameter) for complex ``H``, ``eigs`` or ``center`` —
+    their imaginary part would otherwise be dropped silently — and ValueError for an
+    empty ``H`` or ``eigs``, or non-finite, non-symmetric or mis-shaped input.
     """
 
     name = "quadratic"
@@ -110,6 +139,9 @@ class Quadratic(Loss):
     def __init__(self, H=None, eigs=None, center=None):
         if (H is None) == (eigs is None):
             raise ValueError("Quadratic needs exactly one of H (a symmetric matrix) or eigs (its eigenvalues)")
+        _check_input("H", H)
+        _check_input("eigs", eigs)
+        _check_input("center", center, nonempty=False)
         if H is None:
             e = finite_vector("eigs", eigs)
             H = np.diag(e)

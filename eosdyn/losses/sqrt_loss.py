@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit
 
 from .._validate import positive
-from ._codegen import file_digest, load_source
+from ..codegen import file_digest, load_source
 from .base import Loss
 
 _SQRT_CACHE: dict = {}

@@ -11,20 +11,27 @@ with ``sympy.cse``), and compiles that code with ``numba.njit(cache=True)``.
 * The generated source is written once to a cache directory (``$EOSDYN_CACHE_DIR``,
   else ``$XDG_CACHE_HOME/eosdyn`` or ``~/.cache/eosdyn``, subfolder ``generated``; a
   temporary directory if none is writable), named by the SHA-256 of its text, so numba's
-  on-disk cache also works across processes (see ``eosdyn.losses._codegen``).
+  on-disk cache also works across processes (see :mod:`eosdyn.codegen`).
 * Every variable and constant is treated as a *real* symbol (so that e.g. d|x|/dx is
   sign(x)). Derivatives that produce ``DiracDelta`` (second derivatives of ``Abs``,
   ``sign``, ``Heaviside``, ``Max``…) are taken almost everywhere: the delta terms are
   dropped. Functions that cannot be printed as ``math``-module code raise ValueError.
+* A *string* expression is never evaluated: it is parsed with :mod:`ast` and checked
+  against a small grammar (numbers, declared names, + - * / **, a list of functions;
+  see :func:`from_sympy`) before the sympy expression is built from the checked tree
+  with sympy's constructors. ``sympify``/``parse_expr``/``eval`` never see it, so an
+  expression from the command line or a sweep config cannot run code.
 """
 from __future__ import annotations
 
+import ast
 import math
 import numbers
+import operator
 
 import numpy as np
 
-from ._codegen import load_source
+from ..codegen import load_source
 from .base import Loss
 
 _DERIV_CACHE: dict = {}      # (srepr, names, param names) -> (grad, hess, source)
@@ -84,15 +91,215 @@ def _param_dict(params, names):
     return out
 
 
+# --------------------------------------------------------------------------------------
+# string expressions: a whitelist parser (no string ever reaches eval/sympify/parse_expr)
+# --------------------------------------------------------------------------------------
+#: the functions a string expression may call: name -> (sympy function, least and most
+#: number of arguments; None = any number)
+FUNCTIONS = {
+    "exp": ("exp", 1, 1), "log": ("log", 1, 2), "sqrt": ("sqrt", 1, 1),
+    "sin": ("sin", 1, 1), "cos": ("cos", 1, 1), "tan": ("tan", 1, 1),
+    "sinh": ("sinh", 1, 1), "cosh": ("cosh", 1, 1), "tanh": ("tanh", 1, 1),
+    "asin": ("asin", 1, 1), "acos": ("acos", 1, 1), "atan": ("atan", 1, 1), "atan2": ("atan2", 2, 2),
+    "asinh": ("asinh", 1, 1), "acosh": ("acosh", 1, 1), "atanh": ("atanh", 1, 1),
+    "abs": ("Abs", 1, 1), "Abs": ("Abs", 1, 1), "sign": ("sign", 1, 1), "Heaviside": ("Heaviside", 1, 1),
+    "Max": ("Max", 1, None), "Min": ("Min", 1, None),
+}
+#: the named constants a string expression may use (a variable or param of the same name wins)
+CONSTANTS = {"pi": "pi", "E": "E"}
+#: the longest string expression accepted, in characters
+MAX_EXPR_CHARS = 10_000
+#: the deepest nesting accepted (function calls, parentheses, powers, unary signs; a flat
+#: chain of + - * / is one level however long)
+MAX_EXPR_DEPTH = 100
+#: the most bits an exact number in a string expression may have (9**9**9 would never finish;
+#: float64 code cannot use more)
+MAX_EXACT_BITS = 4096
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARYOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_CHAIN = (ast.Add, ast.Sub, ast.Mult, ast.Div)  # flattened by sympy: no nesting depth
+_OP_TEXT = {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitXor: "^", ast.BitOr: "|",
+            ast.BitAnd: "&", ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~", ast.Not: "not",
+            ast.And: "and", ast.Or: "or", ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=",
+            ast.Gt: ">", ast.GtE: ">=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+_KINDS = {ast.Attribute: "attribute access", ast.Subscript: "subscript", ast.Slice: "slice",
+          ast.Lambda: "lambda", ast.IfExp: "conditional expression", ast.NamedExpr: "assignment (:=)",
+          ast.Dict: "dict", ast.Set: "set", ast.List: "list", ast.Tuple: "tuple",
+          ast.ListComp: "comprehension", ast.SetComp: "comprehension", ast.DictComp: "comprehension",
+          ast.GeneratorExp: "generator expression", ast.Starred: "starred argument",
+          ast.JoinedStr: "f-string", ast.FormattedValue: "f-string", ast.Await: "await",
+          ast.Yield: "yield", ast.YieldFrom: "yield"}
+_GRAMMAR = ("a string expr may only use numbers, the declared symbols and params, the constants "
+            f"{', '.join(CONSTANTS)}, the operators + - * / ** (unary + and -), parentheses and calls "
+            f"of {', '.join(FUNCTIONS)}")
+
+
+def _short(text, limit=60):
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_dunder(name):
+    return name.startswith("__") and name.endswith("__")
+
+
+def _refusals(tree, text, local):
+    """(refused, unknown): each construct of ``tree`` outside the grammar as (position, token,
+    reason), in source order, and the sorted names that are neither declared nor constants."""
+    def seg(node):
+        return _short(ast.get_source_segment(text, node) or type(node).__name__)
+
+    def pos(node):
+        return (node.lineno, node.col_offset, node.end_lineno, node.end_col_offset)
+
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    out, unknown = [], set()
+    for node in ast.walk(tree):  # iterative: no recursion limit
+        if isinstance(node, (ast.Expression, ast.operator, ast.unaryop, ast.expr_context, ast.cmpop, ast.boolop,
+                             ast.arguments, ast.comprehension)):
+            continue  # judged with the node that holds them (an operator, a lambda, a comprehension)
+        if isinstance(node, ast.keyword):
+            out.append((pos(node), f"{node.arg}=" if node.arg else "**", "keyword argument"))
+        elif isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINOPS:
+                tok = _OP_TEXT.get(type(node.op), type(node.op).__name__)
+                out.append(((node.left.end_lineno, node.left.end_col_offset, 0, 0), tok,
+                            "operator" + (" (use ** for a power)" if tok == "^" else "")))
+        elif isinstance(node, ast.UnaryOp):
+            if type(node.op) not in _UNARYOPS:
+                out.append((pos(node), _OP_TEXT.get(type(node.op), type(node.op).__name__), "operator"))
+        elif isinstance(node, (ast.Compare, ast.BoolOp)):
+            ops = node.ops if isinstance(node, ast.Compare) else [node.op]
+            out.append((pos(node), _OP_TEXT.get(type(ops[0]), type(ops[0]).__name__),
+                        "comparison or logic operator (expr must be a real scalar)"))
+        elif isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, complex):
+                out.append((pos(node), seg(node), "imaginary number (expr must be real)"))
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                out.append((pos(node), seg(node), "constant (only int and float numbers are allowed)"))
+        elif isinstance(node, ast.Name):
+            if id(node) in calls:
+                if node.id not in FUNCTIONS:
+                    out.append((pos(node), node.id, "call of a function that is not in the list"))
+            elif _is_dunder(node.id):
+                out.append((pos(node), node.id, "dunder name"))
+            elif node.id in local or node.id in CONSTANTS:
+                pass
+            elif node.id == "I":
+                out.append((pos(node), node.id, "imaginary unit (expr must be real)"))
+            elif node.id in FUNCTIONS:
+                out.append((pos(node), node.id, "function name without a call"))
+            else:
+                unknown.add(node.id)
+        elif isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                if isinstance(node.func, (ast.Call, ast.Constant, ast.BinOp, ast.UnaryOp)):
+                    out.append((pos(node), seg(node), "call of something that is not a function name"))
+                continue  # an attribute, subscript, lambda... is refused as itself
+            spec = FUNCTIONS.get(node.func.id)
+            if spec is not None and not node.keywords and not any(isinstance(a, ast.Starred) for a in node.args):
+                lo, hi = spec[1], spec[2]
+                n = len(node.args)
+                if n < lo or (hi is not None and n > hi):
+                    want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+                    out.append((pos(node), seg(node), f"{node.func.id} takes {want} argument(s), got {n}"))
+        else:
+            out.append((pos(node), seg(node) if not isinstance(node, ast.Attribute) else f".{node.attr}",
+                        _KINDS.get(type(node), type(node).__name__)))
+    return sorted(out, key=lambda r: r[0]), sorted(unknown)
+
+
+def _bits(r):
+    return max(int(r.p).bit_length(), int(r.q).bit_length())
+
+
+def _check_exact(e, node, text, base=None, exp=None):
+    """Refuse an exact number of more than MAX_EXACT_BITS bits: before a power ``base**exp``
+    of exact numbers is taken (9**9**9 would not finish), and in every result ``e``."""
+    import sympy as sp
+
+    if base is not None:
+        if not (base.is_number and isinstance(exp, sp.Rational) and not base.has(sp.Float)
+                and base not in (sp.S.Zero, sp.S.One, sp.S.NegativeOne)):
+            return
+        size = max(1, sum(_bits(r) for r in base.atoms(sp.Rational))) * abs(exp)
+    else:
+        c = e.as_coeff_Mul()[0] if isinstance(e, sp.Expr) else sp.S.One
+        size = _bits(c) if isinstance(c, sp.Rational) else 0
+    if size > MAX_EXACT_BITS:
+        raise ValueError(f"expr: the exact number {_short(ast.get_source_segment(text, node) or '**')!r} would "
+                         f"have more than {MAX_EXACT_BITS} bits (float64 code cannot hold it)")
+    return e
+
+
+def _build(node, text, local, depth=0):
+    """The sympy expression of a tree that passed :func:`_refusals` (sympy constructors only)."""
+    import sympy as sp
+
+    if depth > MAX_EXPR_DEPTH:
+        raise ValueError(f"expr is nested too deeply (more than {MAX_EXPR_DEPTH} levels)")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _CHAIN):
+        spine = []  # a left-deep chain a + b - c * d ...: built in a loop, left to right as Python does
+        while isinstance(node, ast.BinOp) and isinstance(node.op, _CHAIN):
+            spine.append(node)
+            node = node.left
+        acc = _build(node, text, local, depth + 1)
+        for b in reversed(spine):
+            acc = _check_exact(_BINOPS[type(b.op)](acc, _build(b.right, text, local, depth + 1)), b, text)
+        return acc
+    if isinstance(node, ast.BinOp):  # **
+        base, exp = _build(node.left, text, local, depth + 1), _build(node.right, text, local, depth + 1)
+        _check_exact(None, node, text, base, exp)
+        return _check_exact(base ** exp, node, text)
+    if isinstance(node, ast.UnaryOp):
+        return _UNARYOPS[type(node.op)](_build(node.operand, text, local, depth + 1))
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, int):
+            return sp.Integer(node.value)
+        # from the literal's digits, as sympy's own parser does: Float('0.1'), not Float(0.1)
+        return sp.Float(ast.get_source_segment(text, node).replace("_", ""))
+    if isinstance(node, ast.Name):
+        return local[node.id] if node.id in local else getattr(sp, CONSTANTS[node.id])
+    if isinstance(node, ast.Call):
+        fn = getattr(sp, FUNCTIONS[node.func.id][0])
+        return fn(*[_build(a, text, local, depth + 1) for a in node.args])
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # pragma: no cover - _refusals sees all
+
+
+def _parse_string(text, local):
+    """The sympy expression of the string ``text`` (grammar: :func:`from_sympy`), built from its
+    checked syntax tree; ``local`` maps the declared names to their Symbols. Never runs ``text``."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ValueError(f"expr is too long: {len(text)} characters (at most {MAX_EXPR_CHARS})")
+    src = text.strip()
+    try:
+        tree = ast.parse(src, mode="eval")  # builds a syntax tree only; runs nothing
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        why = "too long a chain or too deeply nested" if isinstance(exc, (RecursionError, MemoryError)) else exc
+        raise ValueError(f"expr could not be parsed as an expression: {_short(src)!r} "
+                         f"({type(exc).__name__}: {why})") from None
+    bad, unknown = _refusals(tree, src, local)
+    if bad:
+        (_, tok, why), rest = bad[0], list(dict.fromkeys(t for _, t, _ in bad[1:] if t != bad[0][1]))
+        more = f"; also not allowed: {', '.join(repr(t) for t in rest[:5])}" if rest else ""
+        raise ValueError(f"expr: {tok!r} is not allowed ({why}){more}. {_GRAMMAR}")
+    if unknown:
+        raise ValueError(f"expr has free symbols {unknown} that are neither in symbols nor in params; list "
+                         f"them in symbols (variables) or params (constants). Names allowed in expr: "
+                         f"{list(local) + list(CONSTANTS)}; functions: {', '.join(FUNCTIONS)}")
+    try:
+        return _build(tree.body, src, local)
+    except RecursionError:
+        raise ValueError("expr is nested too deeply") from None
+
+
 def _parse(expr, local):
     import sympy as sp
-    from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
     if isinstance(expr, str):
-        try:
-            e = parse_expr(expr, local_dict=dict(local), transformations=standard_transformations)
-        except Exception as exc:  # SyntaxError, TokenError, SympifyError, TypeError...
-            raise ValueError(f"expr could not be parsed as a sympy expression: {expr!r} ({type(exc).__name__}: {exc})") from None
+        e = _parse_string(expr, local)
     elif isinstance(expr, sp.Basic):
         e = expr
     elif isinstance(expr, numbers.Real) and not isinstance(expr, bool):
@@ -258,7 +465,7 @@ class SympyLoss(Loss):
         self.hessian = hess
         self.source = source
 
-    def with_params(self, values, *, min_value=float("nan")) -> "SympyLoss":
+    def with_params(self, values, *, min_value=float("nan")) -> SympyLoss:
         """The same expression with some constants changed (shares the compiled kernels)."""
         if not isinstance(values, dict):
             raise TypeError(f"values must be a dict name -> value, got {type(values).__name__}")
@@ -274,12 +481,35 @@ class SympyLoss(Loss):
 
 
 def from_sympy(expr, symbols, params=None, *, min_value=float("nan")) -> SympyLoss:
-    """Build a compiled :class:`Loss` from a sympy expression (or a string sympy can parse).
+    """Build a compiled :class:`Loss` from a sympy expression or a string in a small grammar.
 
     Parameters
     ----------
     expr : sympy.Expr or str
-        The loss L(θ), a real scalar expression.
+        The loss L(θ), a real scalar expression. A sympy expression object is taken as
+        it is. A string is **never evaluated as code**: it is parsed as a Python
+        expression with :mod:`ast` (nothing runs) and every node of the tree is checked
+        against this grammar before any sympy object is made::
+
+            expr   := expr OP expr | ("+" | "-") expr | "(" expr ")" | NUMBER | NAME | call
+            OP     := "+" | "-" | "*" | "/" | "**"
+            call   := FUNC "(" expr ("," expr)* ")"     (positional arguments only)
+            NUMBER := an int or float literal            (1, 0.5, 1e-3, .25; not 1j)
+            NAME   := a name of ``symbols`` or ``params``, else pi or E
+            FUNC   := exp | log (1 or 2 args) | sqrt | sin | cos | tan | sinh | cosh | tanh
+                    | asin | acos | atan | atan2 (2 args) | asinh | acosh | atanh
+                    | abs | Abs | sign | Heaviside | Max | Min (1 or more args)
+
+        (the lists are ``FUNCTIONS`` and ``CONSTANTS`` of this module). Anything else —
+        attribute access (``x.real``), subscripts, strings, dunder names, ``lambda``,
+        comprehensions, comparisons, ``^``, ``//``, ``%``, keyword arguments, calls of
+        other names, ``I`` and complex literals, names that are neither declared nor
+        constants — raises ValueError naming the offending token. So do strings longer
+        than ``MAX_EXPR_CHARS`` characters, nesting deeper than ``MAX_EXPR_DEPTH`` and
+        exact numbers of more than ``MAX_EXACT_BITS`` bits (``9**9**9``). The expression is
+        built from the checked tree with sympy's constructors (``Integer``, ``Float`` of
+        the literal's digits, Python operators on sympy objects, the listed functions):
+        the same expression, and the same compiled code, as sympy's own parser would give.
     symbols : list of sympy.Symbol or str (or one whitespace/comma separated string)
         The variables, in θ order (θ[i] is ``symbols[i]``). Matched to the symbols of
         ``expr`` by name.
@@ -292,9 +522,9 @@ def from_sympy(expr, symbols, params=None, *, min_value=float("nan")) -> SympyLo
     Raises
     ------
     ValueError
-        if ``expr`` cannot be parsed, has free symbols that are neither variables nor
-        params (the message names them), is not real/finite, or uses a function that
-        cannot be compiled.
+        if ``expr`` cannot be parsed or leaves the grammar above (the message names the
+        token), has free symbols that are neither variables nor params (the message
+        names them), is not real/finite, or uses a function that cannot be compiled.
     TypeError
         for arguments of the wrong type.
 

@@ -1,9 +1,9 @@
-"""Generated-source modules for numba kernels that should be cached on disk.
+"""Generated source modules: written once to the cache directory, imported from there.
 
 numba's ``cache=True`` needs a function defined in a real source file, so code that
-eosdyn generates at run time (sympy-derived losses, √(L − L*) wrappers of a base family)
-is written once to a cache directory, named by the SHA-256 of its text, and imported
-from there. Directory: ``$EOSDYN_CACHE_DIR``, else ``$XDG_CACHE_HOME/eosdyn`` or
+eosdyn generates at run time (sympy-derived losses, √(L − L*) wrappers of a base family,
+specialised simulator kernels) is written once to a cache directory, named by the SHA-256
+of its text, and imported from there. Directory: ``$EOSDYN_CACHE_DIR``, else ``$XDG_CACHE_HOME/eosdyn`` or
 ``~/.cache/eosdyn``, subfolder ``generated``; a fresh temporary directory if none of
 these is writable.
 """
