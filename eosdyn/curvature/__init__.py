@@ -5,14 +5,22 @@
 - :func:`hutchinson_trace` — stochastic trace estimate (:class:`HutchinsonResult`);
 - :func:`spectral_density` — stochastic Lanczos quadrature (:class:`SpectralDensity`);
 - :func:`dense_operator`, :func:`hessian_operator` (an eosdyn Loss at θ),
-  :func:`check_symmetric` — operators and checks.
+  :func:`preconditioned` (P^(-1/2) H P^(-1/2) for a diagonal P > 0: its eigenvalues are
+  those of P⁻¹H), :func:`check_symmetric` — operators and checks.
 
 Every routine takes ``matvec`` (v -> A v, A symmetric) and ``dim``; the vectors stay
 in the caller's namespace, dtype and device, chosen by ``v0`` or ``like=``.
 """
 from .density import SpectralDensity, spectral_density
 from .eigen import EigenResult, top_eigenpairs
-from .operators import DenseOperator, check_symmetric, dense_operator, hessian_operator
+from .operators import (
+                        DenseOperator,
+                        PreconditionedOperator,
+                        check_symmetric,
+                        dense_operator,
+                        hessian_operator,
+                        preconditioned,
+)
 from .trace import HutchinsonResult, hutchinson_trace
 
 __all__ = [
@@ -26,4 +34,6 @@ __all__ = [
     "DenseOperator",
     "check_symmetric",
     "hessian_operator",
+    "preconditioned",
+    "PreconditionedOperator",
 ]

@@ -70,7 +70,7 @@ class Backend:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def infer(cls, *examples) -> "Backend":
+    def infer(cls, *examples) -> Backend:
         """Backend of the first example that is not None (numpy float64 if none is).
 
         A torch tensor gives torch with its dtype and device (integer tensors give

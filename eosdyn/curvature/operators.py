@@ -3,6 +3,8 @@
 Every curvature routine takes ``matvec``: a callable ``v -> A v`` on length-``dim``
 vectors of one namespace (numpy arrays, or torch tensors on some device), with A
 symmetric. A dense matrix is accepted too and is wrapped by :func:`dense_operator`.
+:func:`preconditioned` turns the matvec of H into that of P^(-1/2) H P^(-1/2), whose
+eigenvalues are those of P⁻¹H (the preconditioned sharpness).
 """
 from __future__ import annotations
 
@@ -83,6 +85,155 @@ def hessian_operator(loss, theta):
     return matvec
 
 
+class PreconditionedOperator:
+    """``v -> P^(-1/2) H P^(-1/2) v`` for a symmetric matvec H and a diagonal P > 0.
+
+    Built by :func:`preconditioned` (see there for the mathematics). The scaling
+    s = P^(-1/2) is computed once per namespace, dtype and device the operator is
+    called in (from P cast to that dtype, so float64 vectors get a float64 s), and
+    cached, as :class:`DenseOperator` does with its matrix.
+
+    Attributes: ``matvec`` (H), ``P`` (the diagonal as given: numpy float64 or a
+    torch tensor), ``dim`` (= len(P)), ``shape``.
+    """
+
+    def __init__(self, matvec, P):
+        matvec = callable_or_dense(matvec)
+        self.P = positive_diagonal("P", P, getattr(matvec, "dim", None))
+        self.matvec = matvec
+        self.dim = int(self.P.shape[0])
+        self.shape = (self.dim, self.dim)
+        self._scales: dict = {}
+
+    def _scale(self, v):
+        """s = P^(-1/2) in ``v``'s namespace, dtype and device (cached)."""
+        key = (v.dtype, v.device) if is_torch(v) else v.dtype
+        s = self._scales.get(key)
+        if s is None:
+            if is_torch(v):
+                s = _torch().rsqrt(Backend("torch", v.dtype, v.device).asarray(self.P, "P"))
+            else:
+                s = (1.0 / np.sqrt(Backend("numpy").asarray(self.P, "P"))).astype(v.dtype, copy=False)
+            self._scales[key] = s
+        return s
+
+    def __call__(self, v):
+        if not is_torch(v):
+            v = np.asarray(v)
+            if not np.issubdtype(v.dtype, np.floating):
+                v = v.astype(np.float64)
+        if tuple(v.shape) != (self.dim,):
+            raise ValueError(f"v must be a vector of length dim = len(P) = {self.dim}, got shape "
+                             f"{tuple(v.shape)}")
+        s = self._scale(v)
+        Hv = self.matvec(s * v)
+        if not is_torch(Hv):
+            Hv = np.asarray(Hv)
+        if tuple(Hv.shape) != (self.dim,):
+            if int(np.prod(tuple(Hv.shape))) != self.dim:
+                raise ValueError(f"matvec must return a vector of length dim = {self.dim}, got shape "
+                                 f"{tuple(Hv.shape)}")
+            Hv = Hv.reshape(self.dim)
+        return s * Hv
+
+    def __repr__(self):
+        return f"PreconditionedOperator(dim={self.dim})"
+
+
+def positive_diagonal(name: str, P, dim: int | None = None):
+    """``P`` checked as the diagonal of a positive-definite preconditioner.
+
+    A 1-D numpy array or torch tensor (array-likes become numpy float64; a torch
+    tensor keeps its dtype and device, integer tensors become float64) of length
+    ``dim`` when given, every entry finite and > 0. Returns it. Raises TypeError for
+    a complex or non-numeric P, ValueError otherwise, naming ``name``.
+    """
+    if is_torch(P):
+        torch = _torch()
+        if P.is_complex():
+            raise TypeError(f"{name} must be real, got dtype {P.dtype}")
+        P = P.detach() if P.is_floating_point() else P.detach().to(torch.float64)
+        isfinite = torch.isfinite
+    else:
+        if np.iscomplexobj(P):
+            raise TypeError(f"{name} must be real, got a complex array")
+        try:
+            P = np.array(P, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a 1-D array of positive numbers: {exc}") from None
+        isfinite = np.isfinite
+    if P.ndim != 1 or P.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array (the diagonal of P), got shape "
+                         f"{tuple(P.shape)}")
+    if dim is not None and P.shape[0] != dim:
+        raise ValueError(f"{name} must have one entry per dimension of the operator, length {dim}, "
+                         f"got length {P.shape[0]}")
+    n_bad = int((~isfinite(P)).sum())
+    if n_bad:
+        raise ValueError(f"{name} must be finite and > 0 elementwise, got {n_bad} NaN or infinite entries")
+    lowest = float(P.min())
+    if lowest <= 0:
+        raise ValueError(f"{name} must be > 0 elementwise (every entry in (0, inf)), got min {name} = "
+                         f"{lowest!r}: a zero in {name} would make λ_max(P⁻¹H) undefined (and a "
+                         f"negative entry P^(-1/2) imaginary)")
+    return P
+
+
+def preconditioned(matvec, P) -> PreconditionedOperator:
+    r"""The symmetric matvec ``v -> P^(-1/2) H P^(-1/2) v`` of a diagonally preconditioned H.
+
+    A preconditioned rule steps θ ← θ − η P⁻¹ m with a diagonal P > 0 (Adam:
+    P = diag(√v̂ + ε); RMSProp likewise; GD and heavy-ball: P = I). Its linear
+    stability is governed by the spectrum of P⁻¹H instead of H: Cohen et al. 2022,
+    "Adaptive gradient methods at the edge of stability" (arXiv:2207.14484, §3), show
+    that during full-batch Adam the *preconditioned sharpness* λ_max(P⁻¹H) rises to and
+    hovers at Adam's threshold (2 + 2β₁)/((1 − β₁)η). P⁻¹H is not symmetric, but it is
+    similar to
+
+        A = P^(-1/2) H P^(-1/2),   P⁻¹H = P^(-1/2) A P^(1/2),
+
+    which is symmetric when H is. So A and P⁻¹H have the same (real) eigenvalues,
+    λ_max(A) = λ_max(P⁻¹H), and every symmetric solver of :mod:`eosdyn.curvature`
+    (Lanczos, power, exact) runs on A. An eigenvector u of A gives the eigenvector
+    P^(-1/2) u of P⁻¹H.
+
+    Parameters
+    ----------
+    matvec : callable or square matrix
+        ``v -> H v`` with H symmetric, on numpy arrays or torch tensors (a dense
+        matrix is wrapped by :func:`dense_operator`). Its ``dim`` attribute, where it
+        has one (:func:`dense_operator`, :func:`hessian_operator`,
+        :class:`eosdyn.bridge.HessianOperator`), is checked against len(P).
+    P : 1-D numpy array or torch tensor, every entry finite and > 0
+        The diagonal of P. A zero would make λ_max(P⁻¹H) undefined; it is refused.
+
+    Returns
+    -------
+    PreconditionedOperator
+        A callable ``v -> P^(-1/2) H P^(-1/2) v`` with ``.dim = len(P)``, usable as
+        the ``matvec`` of :func:`top_eigenpairs`, :func:`hutchinson_trace`,
+        :func:`spectral_density`. It works in the namespace, dtype and device of the
+        vector it is given (P^(-1/2) is converted once and cached), so a numpy P
+        serves torch vectors and the reverse. Each call is one product with H.
+
+    Raises
+    ------
+    ValueError
+        P not 1-D, of the wrong length, not finite, or not > 0 elementwise; or a
+        vector of the wrong length.
+    TypeError
+        ``matvec`` neither callable nor a matrix; P complex or not numeric.
+
+    Example
+    -------
+    ::
+
+        op = preconditioned(hessian_operator(loss, theta), P)
+        lam = top_eigenpairs(op, op.dim).eigenvalue          # λ_max(P⁻¹H)
+    """
+    return PreconditionedOperator(matvec, P)
+
+
 def dense_operator(A) -> DenseOperator:
     """A matvec ``v -> A v`` for a dense square matrix (numpy array-like or torch tensor).
 
@@ -135,19 +286,22 @@ class CountedOperator:
         return out
 
 
+def callable_or_dense(matvec):
+    """``matvec`` if it is callable, a :class:`DenseOperator` if it is a square matrix; else TypeError."""
+    if callable(matvec):
+        return matvec
+    if is_torch(matvec) or isinstance(matvec, (np.ndarray, list, tuple)):
+        return dense_operator(matvec)
+    raise TypeError(f"matvec must be a callable v -> A v or a square matrix, got {type(matvec).__name__}")
+
+
 def as_operator(matvec, dim, backend: Backend) -> CountedOperator:
     """Validate (matvec, dim) and wrap them; a dense matrix becomes a DenseOperator."""
     dim = nonneg_int("dim", dim, minimum=1)
-    if not callable(matvec):
-        if is_torch(matvec) or isinstance(matvec, (np.ndarray, list, tuple)):
-            op = dense_operator(matvec)
-            if op.dim != dim:
-                raise ValueError(f"dim must match the matrix size {op.dim}, got dim = {dim}")
-            matvec = op
-        else:
-            raise TypeError(f"matvec must be a callable v -> A v or a square matrix, got {type(matvec).__name__}")
-    elif isinstance(matvec, DenseOperator) and matvec.dim != dim:
-        raise ValueError(f"dim must match the operator's size {matvec.dim}, got dim = {dim}")
+    what = "operator's" if callable(matvec) else "matrix"
+    matvec = callable_or_dense(matvec)
+    if isinstance(matvec, (DenseOperator, PreconditionedOperator)) and matvec.dim != dim:
+        raise ValueError(f"dim must match the {what} size {matvec.dim}, got dim = {dim}")
     return CountedOperator(matvec, dim, backend)
 
 

@@ -1,14 +1,23 @@
-"""Curvature probes the simulator kernels run inside numba, per trajectory.
+"""The numba curvature module: every curvature probe a numba kernel runs, in one place.
 
 These are the in-kernel counterparts of :mod:`eosdyn.curvature` (which is written
 once over the array namespace for numpy and torch, and cannot be called from a
-numba kernel). They are small and tested against ``eigh`` (tests/test_sim.py).
+numba kernel). The stepping core (:mod:`eosdyn.engine`) probes a rule's curvature with
+:func:`probe`, records the sharpness with :func:`record_curvature`, and the analysis's
+deterministic map (:meth:`eosdyn.rules.Rule.map`) uses :func:`top_eigs_exact` and
+:func:`mean_curvature`. Tested against ``eigh`` and :func:`eosdyn.curvature.top_eigenpairs`
+(tests/test_curvature_kernels.py).
 
 Method codes (see :data:`eosdyn.rules.base.CURVATURE_METHODS`):
 1 exact (eigh of the Hessian), 2 Lanczos (m steps, full reorthogonalisation,
 warm-started from the last top Ritz vector), 3 power iteration (m iterations,
 warm-started; largest *magnitude*), 4 Hutchinson (mean of uᵀHu over unit random
-directions u: an estimate of tr(H)/d, not of λ_max).
+directions u: an estimate of tr(H)/d, not of λ_max), 5 the mean curvature tr(H)/d
+itself (Hutchinson's expectation: what the deterministic map of a Hutchinson rule uses).
+
+Preconditioned sharpness: λ_max(P⁻¹H) = λ_max(P^{-1/2} H P^{-1/2}) for a diagonal P > 0
+(:func:`preconditioned_hessian`); the matvec form of the same operator, for numpy and
+torch, is :func:`eosdyn.curvature.preconditioned`.
 """
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ import numpy as np
 from numba import njit
 
 from .._rng import rng_fill_normal
+
+EXACT, LANCZOS, POWER, HUTCHINSON, MEAN = 1, 2, 3, 4, 5
 
 
 @njit(cache=True)
@@ -36,6 +47,26 @@ def _normalize(v):
     return n
 
 
+@njit(cache=True)
+def _start_vector(warm, rng):
+    """The unit warm start (last probe's top vector), or a random one where there is none."""
+    q = warm.copy()
+    if _normalize(q) == 0.0:
+        rng_fill_normal(rng, q)
+        _normalize(q)
+    return q
+
+
+@njit(cache=True)
+def mean_curvature(H, k, out):
+    """tr(H)/d into out[:k]: the expectation of Hutchinson's uᵀHu over unit directions u."""
+    s = 0.0
+    for i in range(H.shape[0]):
+        s += H[i, i]
+    for i in range(k):
+        out[i] = s / H.shape[0]
+
+
 @njit
 def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
     """Fill out[:k] with the curvature estimate; updates the warm-start vector in place.
@@ -44,22 +75,22 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
     with the simulator kernel that calls it (not cached on its own).
     """
     d = theta.shape[0]
-    if method == 1:
+    if method == EXACT or method == MEAN:
         H = hess_fn(theta, params)
         if not np.all(np.isfinite(H)):
             for i in range(k):
                 out[i] = np.nan
             return
-        top_eigs_exact(H, k, out)
-    elif method == 2:
+        if method == EXACT:
+            top_eigs_exact(H, k, out)
+        else:
+            mean_curvature(H, k, out)
+    elif method == LANCZOS:
         mm = min(m, d)
         Q = np.zeros((mm, d))
         alpha = np.zeros(mm)
         beta = np.zeros(mm)
-        q = warm.copy()
-        if _normalize(q) == 0.0:
-            rng_fill_normal(rng, q)
-            _normalize(q)
+        q = _start_vector(warm, rng)
         used = 0
         for j in range(mm):
             Q[j] = q
@@ -101,11 +132,8 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
         warm[:] = 0.0
         for i in range(used):
             warm += top[i] * Q[i]
-    elif method == 3:
-        q = warm.copy()
-        if _normalize(q) == 0.0:
-            rng_fill_normal(rng, q)
-            _normalize(q)
+    elif method == POWER:
+        q = _start_vector(warm, rng)
         lam = 0.0
         for _ in range(m):
             w = hvp_fn(theta, q, params)
@@ -117,7 +145,7 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
         out[0] = lam
         for i in range(1, k):
             out[i] = lam
-    elif method == 4:
+    elif method == HUTCHINSON:
         u = np.empty(d)
         acc = 0.0
         for _ in range(nsamp):
@@ -127,3 +155,51 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
         out[0] = acc / nsamp
         for i in range(1, k):
             out[i] = out[0]
+
+
+@njit(cache=True)
+def preconditioned_hessian(H, P):
+    """P^{-1/2} H P^{-1/2} for a diagonal P (d,): same eigenvalues as P⁻¹H, symmetric.
+
+    Returns an all-NaN matrix when some P_i is not > 0 (λ_max(P⁻¹H) is undefined there).
+    """
+    d = H.shape[0]
+    S = np.empty_like(H)
+    for i in range(d):
+        if not P[i] > 0.0:
+            S[:, :] = np.nan
+            return S
+    for i in range(d):
+        si = 1.0 / np.sqrt(P[i])
+        for j in range(d):
+            S[i, j] = si * H[i, j] / np.sqrt(P[j])
+    return S
+
+
+@njit(cache=True)
+def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
+    """Record r of λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
+
+    A Hessian with a non-finite entry never reaches LAPACK: the record's curvature is
+    NaN (divergence is decided by θ, the gradient and the loss; a +inf Hessian is
+    legitimate, e.g. SqrtLoss exactly at L = L*). So is the preconditioned sharpness
+    where P has an entry that is not > 0 (Adam with eps = 0 on a coordinate whose
+    gradient has always been 0).
+    """
+    if not np.all(np.isfinite(H)):
+        if out_sharp.shape[0] > 0:
+            out_sharp[r] = np.nan
+        if out_l2.shape[0] > 0:
+            out_l2[r] = np.nan
+        if preconditioned and out_psharp.shape[0] > 0:
+            out_psharp[r] = np.nan
+        return
+    ev = np.linalg.eigvalsh(H)
+    d = ev.shape[0]
+    if out_sharp.shape[0] > 0:
+        out_sharp[r] = ev[d - 1]
+    if out_l2.shape[0] > 0:
+        out_l2[r] = ev[d - 2] if d > 1 else np.nan
+    if preconditioned and out_psharp.shape[0] > 0:
+        S = preconditioned_hessian(H, pre)
+        out_psharp[r] = np.linalg.eigvalsh(S)[d - 1] if np.isfinite(S[0, 0]) else np.nan
