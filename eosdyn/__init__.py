@@ -9,7 +9,8 @@ Quick start::
     traj = eosdyn.simulate(Quadratic(eigs=[10.0, 1.0]), GD(lr=0.19), [1.0, 1.0], steps=200)
     traj.sharpness[-1] * traj.lr[-1]   # ηλ = 1.9 < 2: stable
 
-Subpackages: ``losses``, ``rules`` (with ``rules.schedules``), ``sim`` (``simulate``,
+Subpackages: ``losses``, ``rules`` (with ``rules.schedules`` and the rule registry), ``engine`` (the
+stepping core every simulator runs), ``sim`` (``simulate``,
 ``ensemble``), ``sde``, ``curvature``, ``analysis``, ``bridge`` (torch), ``sweep``,
 ``plot``. Heavy ones are imported on first use.
 """
@@ -27,7 +28,7 @@ try:
 except Exception:  # pragma: no cover
     __version__ = "0.0.0+unknown"
 
-_LAZY_MODULES = {"sde", "curvature", "analysis", "bridge", "plot", "sim", "cli"}
+_LAZY_MODULES = {"sde", "curvature", "analysis", "bridge", "plot", "sim", "cli", "specs", "engine", "codegen"}
 
 
 def __getattr__(name):

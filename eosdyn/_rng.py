@@ -80,13 +80,6 @@ def _polar_pair(s):
 
 
 @njit(cache=True)
-def rng_normal(s):
-    """One standard normal (the second value of the polar pair is discarded)."""
-    a, _ = _polar_pair(s)
-    return a
-
-
-@njit(cache=True)
 def rng_fill_normal(s, out):
     """Fill ``out`` (float64 1-D) with standard normals from stream ``s``.
 
@@ -105,6 +98,13 @@ def rng_fill_normal(s, out):
     if i < n:
         a, _ = _polar_pair(s)
         out[i] = a
+
+
+@njit(cache=True)
+def rng_init_rows(seed, index0, out):
+    """Row i of ``out`` (n, 4) ← the stream keyed on (seed, index0 + i)."""
+    for i in range(out.shape[0]):
+        rng_init(seed, index0 + np.uint64(i), out[i])
 
 
 def stream(seed: int, index: int) -> np.ndarray:

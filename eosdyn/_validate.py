@@ -39,29 +39,55 @@ def nonneg_int(name: str, value, *, minimum: int = 0) -> int:
     return v
 
 
-def finite_vector(name: str, value, dim: int | None = None) -> np.ndarray:
-    """A contiguous float64 1-D copy of ``value``; checks finiteness and length."""
+def _float_copy(name: str, value) -> np.ndarray:
+    """A float64 copy of ``value`` (TypeError for None, strings, complex numbers, ragged lists)."""
+    if value is None:
+        raise TypeError(f"{name} must be array-like of real numbers, got None")
+    if np.iscomplexobj(np.asarray(value)):
+        raise TypeError(f"{name} must be real: a complex value's imaginary part would be dropped")
     try:
-        a = np.array(value, dtype=np.float64, copy=True)
+        return np.array(value, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be array-like of real numbers: {exc}") from None
+
+
+def _finite(name: str, a: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return np.ascontiguousarray(a)
+
+
+def step_count(name: str, value) -> int:
+    """An integer number of steps in [0, 2**62] (the kernels count in int64)."""
+    v = nonneg_int(name, value)
+    if v > 2 ** 62:
+        raise ValueError(f"{name} must be an integer in [0, 2**62], got {value!r}")
+    return v
+
+
+def seed_value(value, name: str = "seed") -> int:
+    """A seed or stream index: an integer in [0, 2**63)."""
+    v = nonneg_int(name, value)
+    if v >= 2 ** 63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
+    return v
+
+
+def finite_vector(name: str, value, dim: int | None = None) -> np.ndarray:
+    """A contiguous float64 1-D copy of ``value``; checks finiteness and length."""
+    a = _float_copy(name, value)
     if a.ndim == 0:
         a = a.reshape(1)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
     if dim is not None and a.shape[0] != dim:
         raise ValueError(f"{name} must have length loss.dim = {dim}, got {a.shape[0]}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return np.ascontiguousarray(a)
+    return _finite(name, a)
 
 
 def finite_matrix(name: str, value, dim: int | None = None, *, rows: int | None = None) -> np.ndarray:
     """A contiguous float64 2-D copy of ``value`` of shape (rows, dim)."""
-    try:
-        a = np.array(value, dtype=np.float64, copy=True)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be array-like of real numbers: {exc}") from None
+    a = _float_copy(name, value)
     if a.ndim == 1 and dim is not None and a.shape[0] == dim:
         a = a[None, :]
     if a.ndim != 2:
@@ -70,9 +96,7 @@ def finite_matrix(name: str, value, dim: int | None = None, *, rows: int | None 
         raise ValueError(f"{name} must have shape (n, {dim}) to match loss.dim, got {a.shape}")
     if rows is not None and a.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows, got {a.shape[0]}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return np.ascontiguousarray(a)
+    return _finite(name, a)
 
 
 def symmetric(name: str, value, *, rtol: float = 1e-10) -> np.ndarray:
@@ -85,6 +109,15 @@ def symmetric(name: str, value, *, rtol: float = 1e-10) -> np.ndarray:
     if np.abs(a - a.T).max() > rtol * scale:
         raise ValueError(f"{name} must be symmetric (max |{name} - {name}.T| = {np.abs(a - a.T).max():.3g})")
     return np.ascontiguousarray(0.5 * (a + a.T))
+
+
+def pair(name: str, value) -> tuple:
+    """A pair (a, b) of real numbers from any 2-element sequence (TypeError/ValueError naming ``name``)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+        raise TypeError(f"{name} must be a pair of numbers such as (0.9, 0.999), got {value!r}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair of numbers (two entries), got {len(value)}: {value!r}")
+    return value[0], value[1]
 
 
 def choice(name: str, value, options) -> str:

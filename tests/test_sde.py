@@ -772,7 +772,7 @@ def test_generic_kernel_paths_match_builtin_ones():
     """The generic kernel (functions passed in) gives the same numbers as the built-in one:
     a FiniteSumLoss wrapping the least-squares functions, with its own per-example kernel,
     and a covariance-returning CallableNoise equal to a ConstantCovariance."""
-    from eosdyn.sde.finite_sum import (FiniteSumLoss, _ls_grad, _ls_grad_into, _ls_hess, _ls_hvp,
+    from eosdyn.losses.finite_sum import (FiniteSumLoss, _ls_grad, _ls_grad_into, _ls_hess, _ls_hvp,
                                        _ls_value, ls_per_example_grad)
 
     @njit
@@ -833,49 +833,55 @@ def _toy_renaming(a, f, xs, g):
     return _toy_inner(xs[0], _toy_sq, g, a)   # a slot passed under another name
 
 
-def test_specialise_by_name_moves_slots_anywhere_to_globals():
+def test_specialise_moves_slots_anywhere_to_globals():
     """Slots in any position are removed by name from definitions and from calls to the other
-    specialised functions; ``if g is None`` is resolved either way; None slots bind None."""
+    specialised functions; ``if g is None`` is resolved either way; None slots bind None;
+    what cannot be specialised says why (eosdyn.codegen.NotSpecialisable)."""
     import inspect
 
-    from eosdyn._kernelgen import specialise_by_name
+    from eosdyn.codegen import NotSpecialisable, specialise
 
     xs = np.array([0.5, -1.25, 2.0])
     parts = [(_toy_inner, None), (_toy_kernel, "kernel")]
     for g in (None, _toy_cube):
-        k = specialise_by_name({"f": _toy_sq, "g": g}, parts, "eosdyn_test_toy")
-        assert k is not None
+        k = specialise({"f": _toy_sq, "g": g}, parts, "eosdyn_test_toy")
         assert list(inspect.signature(k.py_func).parameters) == ["a", "xs"]
         src = inspect.getsource(sys.modules[k.py_func.__module__])
         assert "is None" not in src and "cache=True" in src
         assert k(3.0, xs) == _toy_kernel(3.0, _toy_sq, xs, g)
     closure = njit(lambda x: x + 1.0)
-    assert specialise_by_name({"f": closure, "g": None}, parts, "eosdyn_test_toy") is None
-    assert specialise_by_name({"f": _toy_sq, "g": None}, [(_toy_inner, None), (_toy_renaming, "kernel")],
-                              "eosdyn_test_toy") is None
-    assert specialise_by_name({"f": _toy_sq, "g": None}, [(_toy_inner, None)], "eosdyn_test_toy") is None
+    with pytest.raises(NotSpecialisable, match="cannot be imported by name"):
+        specialise({"f": closure, "g": None}, parts, "eosdyn_test_toy")
+    with pytest.raises(NotSpecialisable, match="not passed as the slot"):
+        specialise({"f": _toy_sq, "g": None}, [(_toy_inner, None), (_toy_renaming, "kernel")], "eosdyn_test_toy")
+    with pytest.raises(NotSpecialisable, match="no part is named 'kernel'"):
+        specialise({"f": _toy_sq, "g": None}, [(_toy_inner, None)], "eosdyn_test_toy")
 
 
 def test_generic_kernel_falls_back_when_specialisation_fails(monkeypatch):
-    """A generated kernel that fails to compile is dropped and kernel_generic runs with the
-    slots re-inserted; closures never get a specialisation."""
+    """A generated kernel that fails to compile is dropped, with a warning, and the generic loop
+    runs with the slots re-inserted; closures never get a specialisation."""
+    import eosdyn.codegen as CG
+    from eosdyn.engine import kernels as EK
     from eosdyn.sde import kernels as K
 
     calls = []
-    monkeypatch.setattr(K, "kernel_generic", lambda *a: calls.append(a))
+    monkeypatch.setitem(EK._GENERIC, "sde", lambda *a: calls.append(a))
+    monkeypatch.setattr(CG, "_WARNED", set())
 
     @njit
-    def broken(a, b, c, d, x):
+    def broken(x):
         return x.no_such_attribute
 
-    fns = (_dw_value, None, None, None, None, _gbm_b, None)
-    k = K.GenericKernel(fns)
+    slots = (1, None, None, 1, _dw_value, None, None, None, None, _gbm_b, None)
+    k = EK.Kernel("sde", slots, "the test kernel")
     k.generated = broken
-    k(1, None, None, 1, 7.0)
-    assert k.generated is None and calls == [(1, None, None, 1, *fns, 7.0)]
+    with pytest.warns(CG.GenericKernelWarning, match="did not compile"):
+        k(7.0)
+    assert k.generated is None and calls == [(*slots, 7.0)]
 
     @njit
-    def raising(a, b, c, d, x):
+    def raising(x):
         if x > 0:
             raise ValueError("run-time failure")
         return x
@@ -883,11 +889,13 @@ def test_generic_kernel_falls_back_when_specialisation_fails(monkeypatch):
     k.generated = raising
     for _ in range(2):   # compiled on the first call, already compiled on the second
         with pytest.raises(ValueError, match="run-time failure"):
-            k(1, None, None, 1, 7.0)
+            k(7.0)
     assert k.generated is raising and len(calls) == 1
-    monkeypatch.setattr(K, "_KERNELS", {})
+    monkeypatch.setattr(EK, "_KERNELS", {})
     closure = njit(lambda theta: theta)
-    assert K.generic_kernel(_dw_value, None, None, None, None, closure, None).generated is None
+    with pytest.warns(CG.GenericKernelWarning, match="cannot be imported by name"):
+        kern = K.generic_kernel((1, None, None, None), (_dw_value, None, None, None, None, closure, None), "a closure")
+    assert kern.generated is None
 
 
 @njit(cache=True)
@@ -917,23 +925,30 @@ def _ucov(theta):
 
 def _generated_vs_generic(monkeypatch, loss, noise, method, **kw):
     """simulate() through the generated kernel, then through kernel_generic: bit-identical."""
-    import eosdyn._kernelgen as KG
-    from eosdyn.sde import kernels as K
+    import warnings
+
+    from eosdyn.engine import kernels as EK
 
     th0 = np.array([[1.1, -0.9], [0.8, 1.2], [-1.0, 0.7], [0.95, 1.05], [0.6, -1.3]])
     args = (loss, 0.2, noise, th0, 0.1, 40)
-    kw = dict(method=method, record_every=4, seed=11, record_paths=True, record_grad_norm=True,
-              record_sharpness=True, **kw)
+    kw = dict(method=method, record_every=4, seed=11, record_theta=True, record_grad_norm=True,
+              track_sharpness=True, **kw)
     with monkeypatch.context() as mp:
-        mp.setattr(K, "_KERNELS", {})
+        mp.setattr(EK, "_KERNELS", {})
         a = simulate(*args, **kw)
-        (k,) = K._KERNELS.values()
+        (k,) = [v[1] for v in EK._KERNELS.values()]
         assert k.generated is not None
     with monkeypatch.context() as mp:
-        mp.setattr(K, "_KERNELS", {})
-        mp.setattr(KG, "specialise_by_name", lambda *a, **k: None)
-        b = simulate(*args, **kw)
-        (k,) = K._KERNELS.values()
+        mp.setattr(EK, "_KERNELS", {})
+
+        def refuse(*a, **k):
+            raise EK.NotSpecialisable("forced by the test")
+
+        mp.setattr(EK, "specialise", refuse)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            b = simulate(*args, **kw)
+        (k,) = [v[1] for v in EK._KERNELS.values()]
         assert k.generated is None
     for name in ("final_theta", "loss", "sharpness", "diverged_at", "theta", "theta_mean",
                  "theta_var", "theta_cov", "n_alive"):
@@ -960,7 +975,7 @@ def test_generated_sde_kernel_bit_identical(monkeypatch):
     ("dw", "mb_eigh", "euler"), ("dw", "mb_pex", "euler"), ("pex", "iso", "euler")])
 def test_generated_sde_kernel_bit_identical_matrix(monkeypatch, case):
     from eosdyn.losses.scalar_net import ScalarNet
-    from eosdyn.sde.finite_sum import FiniteSumLoss, _ls_grad, _ls_hess, _ls_value
+    from eosdyn.losses.finite_sum import FiniteSumLoss, _ls_grad, _ls_hess, _ls_value
 
     ls = _ls_data(6, 2, 3)
     pex = FiniteSumLoss(_ls_value, _ls_grad, _ls_hess, None, ls.params, 2, 0.0, _pex_copy, 6)

@@ -1,7 +1,4 @@
 """The discrete-map simulator: thresholds, ensemble = loop of simulate, determinism, divergence."""
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -89,15 +86,9 @@ _THREAD_SCRIPT = textwrap.dedent("""
 
 
 def test_results_bit_identical_for_one_and_two_threads():
-    out = {}
-    for nt in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=nt)
-        res = subprocess.run([sys.executable, "-c", _THREAD_SCRIPT], env=env, capture_output=True,
-                             text=True, timeout=300)
-        assert res.returncode == 0, res.stderr
-        threads, digest = res.stdout.split()[-2:]
-        assert threads == nt
-        out[nt] = digest
+    from conftest import digests_for_thread_counts
+
+    out = digests_for_thread_counts(_THREAD_SCRIPT, timeout=300)
     assert out["1"] == out["2"]
 
 
@@ -282,7 +273,7 @@ def _block_cases():
 @pytest.mark.parametrize("case", range(7))
 @pytest.mark.parametrize("record_every", [1, 7])
 def test_blocked_kernel_equals_trajectory_kernel_bitwise(case, record_every):
-    from eosdyn.sim.kernels import BLOCK
+    from eosdyn.engine.core import BLOCK
 
     loss, rule = _block_cases()[case]
     n = 2 * BLOCK + 5  # three blocks, the last one partial

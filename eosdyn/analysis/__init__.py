@@ -1,8 +1,9 @@
 """Dynamical-systems analysis of update rules: is this minimum stable under this rule, where
 is the edge, and what happens past it.
 
-- :func:`stability`, :func:`threshold` — Jacobian spectra on the rule's full state, the
-  largest stable step size (closed form next to bisection).
+- :func:`stability`, :func:`threshold`, :func:`simulated_threshold` — Jacobian spectra on the
+  rule's full state, the largest stable step size (closed form next to bisection on the
+  Jacobian, and next to bisection over simulated runs).
 - :func:`fixed_points`, :func:`gd_fixed_points`, :func:`periodic_orbits` — Newton on
   Fᵖ(x) − x from many starts; orbits classified by their multipliers.
 - :func:`lyapunov_spectrum`, :func:`lyapunov_spectrum_rule` — Benettin QR method.
@@ -16,23 +17,49 @@ is the edge, and what happens past it.
   :func:`convergence_fraction` — the critical step size 2/min_M λ_max of linear networks
   (Crăciun & Ghoshdastidar 2024) and its empirical check.
 """
-from .bifurcation import (BifurcationResult, DoublingResult, bifurcation_diagram, detect_period,
-                          period_doubling_points)
+from .bifurcation import BifurcationResult, DoublingResult, bifurcation_diagram, detect_period, period_doubling_points
 from .fixed_points import FixedPointResult, Orbit, fixed_points, gd_fixed_points, periodic_orbits
-from .linear_networks import (ConvergenceCurve, LinearNetworkStability, ManifoldSharpness,
-                              convergence_fraction, linear_network_stability, min_manifold_sharpness,
-                              project_to_minimum)
+from .linear_networks import (
+                          ConvergenceCurve,
+                          LinearNetworkStability,
+                          ManifoldSharpness,
+                          convergence_fraction,
+                          linear_network_stability,
+                          min_manifold_sharpness,
+                          project_to_minimum,
+)
 from .lyapunov import LyapunovResult, lyapunov_spectrum, lyapunov_spectrum_rule
-from .phase import (BASIN_DIVERGED, BASIN_UNDECIDED, Nullclines, VectorField, basins, displacement_field,
-                    nullclines, orbits)
+from .phase import (
+                          BASIN_DIVERGED,
+                          BASIN_UNDECIDED,
+                          Nullclines,
+                          VectorField,
+                          basins,
+                          displacement_field,
+                          nullclines,
+                          orbits,
+)
 from .spectra import OscillationSpectrum, oscillation_spectrum
-from .stability import (StabilityResult, ThresholdResult, adam_threshold, classify, eosada_threshold,
-                        gd_threshold, heavyball_threshold, nesterov_threshold, preconditioned_sharpness,
-                        stability, threshold)
+from .stability import (
+                          SimulatedThreshold,
+                          StabilityResult,
+                          ThresholdResult,
+                          adam_threshold,
+                          classify,
+                          eosada_threshold,
+                          gd_threshold,
+                          heavyball_threshold,
+                          nesterov_threshold,
+                          preconditioned_sharpness,
+                          simulated_threshold,
+                          stability,
+                          threshold,
+)
 from .stationary import stationary_covariance, stationary_variance_per_mode
 
 __all__ = [
-    "stability", "StabilityResult", "classify", "threshold", "ThresholdResult",
+    "stability", "StabilityResult", "classify", "threshold", "ThresholdResult", "simulated_threshold",
+    "SimulatedThreshold",
     "gd_threshold", "heavyball_threshold", "nesterov_threshold", "adam_threshold", "eosada_threshold",
     "preconditioned_sharpness",
     "fixed_points", "gd_fixed_points", "periodic_orbits", "FixedPointResult", "Orbit",

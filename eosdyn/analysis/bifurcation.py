@@ -47,7 +47,7 @@ def detect_period(orbit, tol: float = 1e-7, max_period: int | None = None) -> in
     if max_period is None:
         max_period = K // 2
     max_period = nonneg_int("max_period", max_period, minimum=1)
-    if K < 2 * max_period:
+    if 2 * max_period > K:
         raise ValueError(f"orbit must have at least 2*max_period = {2 * max_period} points, got {K}")
     if not np.all(np.isfinite(x)):
         return -1
@@ -253,11 +253,11 @@ def period_doubling_points(loss, lr_lo, lr_hi, theta0=None, n_scan: int = 200, t
             (direct if pb == 2 * pa else refine).append((a, b, pa, pb))
         if not refine:
             break
-        xs_all = [np.linspace(a, b, n_refine + 2) for a, b, _, _ in refine]
+        xs_all = [np.linspace(lo, hi, n_refine + 2) for lo, hi, _, _ in refine]
         inner = np.concatenate([x[1:-1] for x in xs_all])
         _, pin, _ = periods(inner)
         pending = []
-        for j, (a, b, pa, pb) in enumerate(refine):
+        for j, (_, _, pa, pb) in enumerate(refine):
             ps = np.concatenate([[pa], pin[j * n_refine:(j + 1) * n_refine], [pb]])
             pending += pairs(xs_all[j], ps)
     # batched bisection of all p -> 2p brackets

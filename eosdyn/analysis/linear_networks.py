@@ -143,6 +143,23 @@ class ManifoldSharpness:
     manifold_dim: int
 
 
+def _manifold_loss(loss):
+    """``loss`` if :func:`min_manifold_sharpness` can work on it, else TypeError naming the expected type."""
+    from ..losses import SqrtLoss
+
+    loss = check_loss(loss)
+    expected = ("loss must be a DeepLinear or a ScalarNet (a network whose global minima form a manifold), "
+                "or another twice-differentiable Loss with a finite min_value L*")
+    if isinstance(loss, SqrtLoss):
+        raise TypeError(f"{expected}; got a SqrtLoss, which is not twice differentiable on its minima "
+                        f"(its Hessian blows up there): pass its base loss (loss.base) instead")
+    if not np.isfinite(loss.min_value):
+        raise TypeError(f"{expected}, which tells the minima from saddles and local minima; got "
+                        f"{type(loss).__name__} with min_value = {loss.min_value} (where L* is known, "
+                        f"give it, e.g. from_sympy(..., min_value=0.0))")
+    return loss
+
+
 def min_manifold_sharpness(loss, theta0s=None, n_starts: int = 4, seed: int = 0, scale: float = 1.0,
                            max_rounds: int = 50, maxfev: int = 3000, null_tol: float = 1e-8,
                            xatol: float = 1e-7) -> ManifoldSharpness:
@@ -156,10 +173,18 @@ def min_manifold_sharpness(loss, theta0s=None, n_starts: int = 4, seed: int = 0,
     by Newton; Nelder–Mead (derivative-free, since λ_max is not smooth where it is
     multiple) minimises λ_max over s, and the chart is re-centred at the result until a
     round no longer improves.
+
+    ``loss`` must be a loss whose global minima form a smooth manifold and whose minimum
+    value L* (``loss.min_value``) is known, so that a minimum can be told from a saddle
+    or a local minimum: a :class:`~eosdyn.losses.DeepLinear` or a
+    :class:`~eosdyn.losses.ScalarNet` (or another twice-differentiable Loss with a finite
+    ``min_value``, e.g. ``from_sympy("(x*y - 1)**2/2", "x y", min_value=0.0)``). Any other
+    loss (a LogisticCubic, whose L* is −inf; a from_sympy loss without ``min_value``; a
+    SqrtLoss, not twice differentiable on its minima) raises TypeError.
     """
     from scipy.optimize import minimize
 
-    loss = check_loss(loss)
+    loss = _manifold_loss(loss)
     d = loss.dim
     if theta0s is None:
         rng = np.random.default_rng(nonneg_int("seed", seed))

@@ -31,6 +31,7 @@ from numba import njit
 from numba.core.dispatcher import Dispatcher
 
 from .._validate import finite_vector, nonneg_int
+from ..engine.core import _copy2, qr_accumulate, record_running
 from ..rules.base import Rule
 from ._common import check_loss
 
@@ -63,92 +64,6 @@ class LyapunovResult:
 
 # ------------------------------------------------------------------------- numba path
 @njit(cache=True)
-def _mgs_qr_logdiag(A, Q, logs):
-    """Q, log|R_ii| of A = QR by modified Gram–Schmidt with one reorthogonalisation."""
-    n = A.shape[0]
-    m = A.shape[1]
-    for j in range(m):
-        v = np.empty(n)
-        for k in range(n):
-            v[k] = A[k, j]
-        for _ in range(2):
-            for i in range(j):
-                c = 0.0
-                for k in range(n):
-                    c += Q[k, i] * v[k]
-                for k in range(n):
-                    v[k] -= c * Q[k, i]
-        nrm = 0.0
-        for k in range(n):
-            nrm += v[k] * v[k]
-        nrm = np.sqrt(nrm)
-        if nrm > 0.0:
-            logs[j] = np.log(nrm)
-            for k in range(n):
-                Q[k, j] = v[k] / nrm
-        else:
-            logs[j] = -np.inf
-            for k in range(n):
-                Q[k, j] = 0.0
-
-
-@njit(cache=True)
-def _copy2(src, dst):
-    """dst[...] = src by loops (a slice assignment costs seconds of numba compile time)."""
-    for i in range(src.shape[0]):
-        for j in range(src.shape[1]):
-            dst[i, j] = src[i, j]
-
-
-@njit(cache=True)
-def _matmul(A, B):
-    """A @ B by loops (no BLAS: keeps the kernels' compile time low for the tiny matrices here)."""
-    n, m = A.shape
-    k = B.shape[1]
-    C = np.zeros((n, k))
-    for i in range(n):
-        for l in range(m):
-            a = A[i, l]
-            if a != 0.0:
-                for j in range(k):
-                    C[i, j] += a * B[l, j]
-    return C
-
-
-@njit(cache=True)
-def _neumaier_add(s, c, x):
-    t = s + x
-    if abs(s) >= abs(x):
-        c += (s - t) + x
-    else:
-        c += (x - t) + s
-    return t, c
-
-
-@njit(cache=True)
-def _qr_accumulate(J, Q, Qn, logs, s, c):
-    """One Benettin step: QR of J·Q, add log|diag R| to the compensated sums (s, c), Q ← Q'.
-    Returns False (leaving the sums alone) when a log is not finite."""
-    _mgs_qr_logdiag(_matmul(J, Q), Qn, logs)
-    for i in range(logs.shape[0]):
-        if not np.isfinite(logs[i]):
-            return False
-    for i in range(logs.shape[0]):
-        s[i], c[i] = _neumaier_add(s[i], c[i], logs[i])
-    _copy2(Qn, Q)
-    return True
-
-
-@njit(cache=True)
-def _record_running(k, record_every, s, c, running):
-    """After k + 1 steps, store the running mean of the exponents every record_every steps."""
-    if (k + 1) % record_every == 0:
-        r = (k + 1) // record_every - 1
-        for i in range(s.shape[0]):
-            running[r, i] = (s[i] + c[i]) / (k + 1)
-
-
-@njit(cache=True)
 def _finite(x):
     for i in range(x.shape[0]):
         if not np.isfinite(x[i]):
@@ -171,12 +86,12 @@ def _benettin_kernel(step, jac, x0, q0, steps, transient, record_every, running)
     div = -1
     done = 0
     for k in range(steps):
-        if not _qr_accumulate(jac(x), Q, Qn, logs, s, c):
+        if not qr_accumulate(jac(x), Q, Qn, logs, s, c):
             div = k
             break
         x = step(x)
         done = k + 1
-        _record_running(k, record_every, s, c, running)
+        record_running(k, record_every, s, c, running)
         if not _finite(x):
             div = k + 1
             break
@@ -278,51 +193,14 @@ def lyapunov_spectrum(step, jacobian, x0, steps: int, transient: int = 0, record
 
 
 # --------------------------------------------------------------------- loss + rule form
-@njit(cache=False)
-def _rule_benettin_kernel(grad_into_fn, hess_fn, step_fn, jacobian_fn, params, hyper, theta, state,
-                          steps, transient, record_every, running):
-    d = theta.shape[0]
-    n = d + state.shape[0]
-    g = np.empty(d)
-    work = np.zeros(d)
-    curv = np.zeros(1)  # GD, heavy-ball and Nesterov probe no curvature
-    rng = np.zeros(4, np.uint64)
-    for t in range(transient):
-        grad_into_fn(theta, params, g)
-        step_fn(theta, state, g, curv, hyper, t + 1, rng, work)
-    Q = np.zeros((n, n))
-    for i in range(n):
-        Q[i, i] = 1.0
-    Qn = np.empty((n, n))
-    logs = np.zeros(n)
-    s = np.zeros(n)
-    c = np.zeros(n)
-    div = -1
-    done = 0
-    for k in range(steps):
-        if not _qr_accumulate(jacobian_fn(hess_fn(theta, params), hyper, d), Q, Qn, logs, s, c):
-            div = k
-            break
-        grad_into_fn(theta, params, g)
-        step_fn(theta, state, g, curv, hyper, transient + k + 1, rng, work)
-        done = k + 1
-        _record_running(k, record_every, s, c, running)
-        if not _finite(theta):
-            div = k + 1
-            break
-    out = np.empty(n)
-    for i in range(n):
-        out[i] = (s[i] + c[i]) / done if done > 0 else np.nan
-    return out, div, done
-
-
 def lyapunov_spectrum_rule(loss, rule, theta0, steps: int, transient: int = 0, state0=None,
                            record_every: int = 1) -> LyapunovResult:
     """Lyapunov spectrum of a rule's noise-free map on its full state z = (θ, state).
 
-    GD, heavy-ball and Nesterov run in numba with their closed-form Jacobians (the
-    formulas of ``rule.jacobian``). Other rules use ``rule.map`` and ``rule.jacobian``
-    in a Python loop (central-difference Jacobians where no closed form is coded):
+    GD, heavy-ball and Nesterov run in the stepping core (:mod:`eosdyn.engine`) with their
+    closed-form Jacobians (the formulas of ``rule.jacobian``), under its divergence rule.
+    Other rules use ``rule.map`` and ``rule.jacobian`` in a Python loop (central-difference
+    Jacobians where no closed form is coded):
     correct but slow, about 10⁴ steps a second, and at the asymptotic step number of
     ``Rule.map`` (t → ∞, which only matters for Adam's bias correction); the numba path
     passes the actual step numbers. ``x_final`` is the final full state.
@@ -339,15 +217,13 @@ def lyapunov_spectrum_rule(loss, rule, theta0, steps: int, transient: int = 0, s
     record_every = nonneg_int("record_every", record_every, minimum=1)
     n = d + S
     running = np.full((steps // record_every, n), np.nan)
-    if rule.jacobian_fn is not None:  # Jacobian from H alone: the whole run in numba
-        theta = theta0.copy()
-        state = np.ascontiguousarray(state0.copy())
-        expo, div, done = _rule_benettin_kernel(loss.grad_into_fn, loss.hess_fn, rule.step_fn,
-                                                rule.jacobian_fn, loss.params,
-                                                np.asarray(rule.deterministic_hyper(), float), theta, state,
-                                                steps, transient, record_every, running)
-        x = rule.pack(theta, state)
-        return _finish(np.asarray(expo), x, int(div), int(done), steps, transient, record_every, running)
+    if rule.jacobian_fn is not None:  # Jacobian from H alone: the whole run in the stepping core
+        from ..engine.run import run_lyapunov
+
+        tot, running, theta, state, div, done = run_lyapunov(loss, rule, theta0, state0, steps, transient,
+                                                             record_every)
+        expo = tot / done if done > 0 else np.full(n, np.nan)
+        return _finish(expo, rule.pack(theta, state), div, done, steps, transient, record_every, running)
 
     def F(z):
         return rule.map(loss, z)

@@ -14,7 +14,9 @@ For a map F on R² (GD: F(θ) = θ − η∇L(θ)) the phase portrait shows
 
 The rule is given as a float (GD's step size) or a Rule instance whose state is
 empty (a map on θ alone, so the phase plane is the whole state space); the rule's
-noise is off. Iterations run in the analysis kernel (:mod:`eosdyn.analysis._kernels`).
+noise is off. Displacement fields, nullclines and basins iterate the deterministic map F
+(exact curvature at every step); :func:`orbits` follows the rule's own curvature
+schedule unless asked otherwise. Iterations run in the stepping core (:mod:`eosdyn.engine`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import finite_matrix, finite_vector, nonneg_int, positive
+from .._validate import choice, finite_matrix, finite_vector, nonneg_int, positive, seed_value
 from ._common import as_rule, check_loss, run_rules
 
 
@@ -140,15 +142,30 @@ def basins(loss, lr, grid, minima, steps: int = 1000, tol: float = 1e-6, blowup:
     return labels.reshape(X.shape)
 
 
-def orbits(loss, lr, starts, steps: int, blowup: float = 1e100) -> np.ndarray:
-    """Iterates θ_0 … θ_steps of each start: (n, steps + 1, d); NaN after a divergence.
+def orbits(loss, lr, starts, steps: int, blowup: float = 1e100, *, curvature: str = "rule",
+           seed: int = 0) -> np.ndarray:
+    """Iterates θ_0 … θ_steps of each start: (n, steps + 1, d); NaN from a divergence on.
 
-    ``lr`` is GD's step size or any Rule (stateful rules start from ``init_state``;
-    their state is not returned). Works in any dimension, not only 2-D.
+    ``lr`` is GD's step size or any Rule (stateful rules start from ``init_state``; their
+    state is not returned); its noise is off. Works in any dimension, not only 2-D.
+
+    ``curvature`` says which map is iterated for a curvature-aware rule (EoS-Ada, DCAO):
+
+    - ``"rule"`` (default): the rule's own probe schedule (its estimator, refreshed every
+      ``curvature_every`` steps, random Lanczos starts drawn from the stream (seed, i)),
+      so orbit i is θ of ``eosdyn.simulate(loss, rule, starts[i], steps, seed=seed,
+      stream_index=i)`` for a noise-free rule, bit for bit;
+    - ``"exact"``: the deterministic map F of the analysis (exact top eigenvalues at every
+      step, :meth:`eosdyn.rules.Rule.map`) — the map whose fixed points, stability and
+      bifurcations :mod:`eosdyn.analysis` computes.
+
+    Rules that probe no curvature give the same orbits either way.
     """
     loss = check_loss(loss)
     r = as_rule("lr", lr)
     S = finite_matrix("starts", starts, loss.dim)
     steps = nonneg_int("steps", steps)
-    out, _, _ = run_rules(loss, [r] * S.shape[0], S, steps, steps + 1, blowup=blowup)
+    curvature = choice("curvature", curvature, ("rule", "exact"))
+    out, _, _ = run_rules(loss, [r] * S.shape[0], S, steps, steps + 1, blowup=blowup, curvature=curvature,
+                          seed=seed_value(seed))
     return out

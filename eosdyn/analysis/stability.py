@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validate import finite_vector, in_range, positive
-from ..rules import Adam, EoSAda, GD, HeavyBall, Nesterov, NormalizedGD
+from ..rules import GD, Adam, EoSAda, HeavyBall, Nesterov, NormalizedGD
 from ..rules.base import Rule
 from ._common import check_loss, resolve_family, step_parameter
-
-CLASSES = ("stable", "marginal", "unstable")
 
 
 def classify(radius: float, tol: float = 1e-8) -> str:
@@ -98,7 +96,8 @@ def stability(rule, loss, theta, state=None, t: int = 10**9, tol: float = 1e-8) 
 
     Parameters
     ----------
-    rule : Rule instance (its map and Jacobian, :meth:`eosdyn.rules.Rule.jacobian`).
+    rule : Rule instance (its map and Jacobian, :meth:`eosdyn.rules.Rule.jacobian`), or a rule
+        spec string such as ``"hb:lr=0.1,momentum=0.9"`` (:mod:`eosdyn.specs`).
     loss : Loss.
     theta : (d,) parameters.
     state : (S,) optimizer state; default ``rule.init_state(theta)`` (zero momentum,
@@ -106,8 +105,13 @@ def stability(rule, loss, theta, state=None, t: int = 10**9, tol: float = 1e-8) 
     t : step number (matters for bias-corrected rules; default: the asymptotic regime).
     tol : width of the "marginal" band around ρ = 1.
     """
+    if isinstance(rule, str) and ":" in rule:  # a spec with its step size, e.g. "hb:lr=0.1"
+        from ..specs import rule_from_spec
+
+        rule = rule_from_spec(rule)
     if not isinstance(rule, Rule):
-        raise TypeError(f"rule must be an eosdyn Rule instance, got {type(rule).__name__}")
+        raise TypeError(f"rule must be an eosdyn Rule instance or a rule spec with its step size such as "
+                        f"'hb:lr=0.1', got {rule!r}")
     loss = check_loss(loss)
     tol = positive("tol", tol, allow_zero=True)
     theta = finite_vector("theta", theta, loss.dim)
@@ -156,34 +160,79 @@ class ThresholdResult:
 
 
 def gd_threshold(lam):
-    """2/λ."""
-    return 2.0 / lam
+    """2/λ (:meth:`eosdyn.rules.GD.threshold`)."""
+    return GD.threshold(positive("lam", lam))
 
 
 def heavyball_threshold(lam, momentum):
     """2(1+β)/λ (PyTorch's heavy-ball; equivalently Polyak's θ' = θ − η∇L + β(θ − θ_prev))."""
-    return 2.0 * (1.0 + momentum) / lam
+    return HeavyBall.threshold(positive("lam", lam), momentum=momentum)
 
 
 def nesterov_threshold(lam, momentum):
     """(2+2β)/((1+2β)λ) for PyTorch's Nesterov form b ← βb + g, θ ← θ − η(g + βb)."""
-    return (2.0 + 2.0 * momentum) / ((1.0 + 2.0 * momentum) * lam)
+    return Nesterov.threshold(positive("lam", lam), momentum=momentum)
 
 
 def adam_threshold(lam_pre, beta1):
     """(2+2β₁)/((1−β₁)λ) with λ = λ_max(P⁻¹H) of the frozen preconditioner P (Cohen et al. 2022)."""
-    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lam_pre)
+    return Adam.threshold(positive("lam_pre", lam_pre), betas=(beta1, 0.999))
 
 
 def eosada_threshold(lam, eps):
     """α* = 2(1 + ε/λ): EoS-Ada's effective step αλ/(λ+ε) on the top mode reaches 2."""
-    return 2.0 * (1.0 + eps / lam)
+    return EoSAda.threshold(positive("lam", lam), eps=eps)
 
 
 def preconditioned_sharpness(H, P) -> float:
-    """λ_max(P⁻¹H) for a diagonal P > 0, as λ_max(P^{-1/2} H P^{-1/2}) (a symmetric eigenproblem)."""
-    s = 1.0 / np.sqrt(P)
-    return float(np.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1])
+    """λ_max(P⁻¹H) for a diagonal P > 0, as λ_max(P^{-1/2} H P^{-1/2}) (a symmetric eigenproblem).
+
+    The operator is :func:`eosdyn.curvature.preconditioned`, the one combinator the bridge
+    and the trainer use too; its dense spectrum here is exact (``eigh``). A P with an entry
+    that is not > 0 raises ValueError.
+    """
+    from ..curvature import dense_operator, preconditioned, top_eigenpairs
+
+    H = np.asarray(H, dtype=np.float64)
+    op = preconditioned(dense_operator(H), np.asarray(P, dtype=np.float64))
+    return float(top_eigenpairs(op, op.dim, k=1, method="exact").eigenvalues[0])
+
+
+def bisect_edge(stable, guess, rtol, max_iter, never_stable, first=1.0, progress=None):
+    """The bracket (lo, hi) of the edge between stable and unstable step sizes, by bisection.
+
+    From ``guess``: halve until ``stable(lo)``; start ``hi`` at 2·lo if the guess was unstable,
+    else at ``first``·guess; double until ``not stable(hi)`` (hi = inf if that never happens
+    within ``max_iter`` doublings); then bisect until hi − lo ≤ rtol·hi. Raises ValueError
+    with ``never_stable`` when no stable step is found. ``progress(k, total)`` follows the
+    bisection. It assumes the stable step sizes form an interval (0, η*).
+    """
+    lo = hi = float(guess)
+    k = 0
+    while not stable(lo):
+        lo *= 0.5
+        k += 1
+        if k > max_iter or lo < 1e-300:
+            raise ValueError(never_stable)
+    hi = 2.0 * lo if lo < hi else hi * first
+    k = 0
+    while stable(hi):
+        lo, hi = hi, hi * 2.0
+        k += 1
+        if k > max_iter or not np.isfinite(hi):
+            return lo, np.inf
+    total = int(np.ceil(np.log2(max((hi - lo) / (rtol * lo), 2.0))))
+    it = 0
+    while hi - lo > rtol * hi and it < max_iter:
+        mid = 0.5 * (lo + hi)
+        if stable(mid):
+            lo = mid
+        else:
+            hi = mid
+        it += 1
+        if progress is not None:
+            progress(it, total)
+    return lo, hi
 
 
 def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None, grad_tol=1e-6,
@@ -193,9 +242,9 @@ def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None,
     Parameters
     ----------
     loss : Loss.
-    rule_family : "gd", "heavyball", "nesterov", "adam", "eosada", "dcao" (see
-        ``RULE_FAMILIES``) or a Rule subclass. Normalized GD is refused: its map is not
-        differentiable at a critical point.
+    rule_family : a rule name or alias ("gd", "heavyball"/"hb", "nesterov", "adam", "eosada",
+        "dcao"; :mod:`eosdyn.rules.registry`) or a Rule subclass. Normalized GD is refused:
+        its map is not differentiable at a critical point.
     theta_star : (d,) a minimum: ‖∇L(θ*)‖ ≤ ``grad_tol``·max(1, ‖θ*‖) and ∇²L(θ*) PSD
         (else ValueError).
     preconditioner : (d,) diagonal P > 0 for Adam's frozen-preconditioner analysis
@@ -209,8 +258,9 @@ def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None,
     **rule_kwargs : the family's other hyperparameters (``momentum=0.9``,
         ``betas=(0.9, 0.999)``, ``eps=…``).
 
-    The step-size parameter is ``lr`` for every family except EoS-Ada, whose
-    parameter is ``alpha`` (its step is η_t = α/(λ_max + ε)).
+    The step-size parameter is the rule's ``step_parameter``: ``lr`` for every family
+    except EoS-Ada, whose parameter is ``alpha`` (its step is η_t = α/(|λ_max| + ε)); the
+    closed form is the rule's own :meth:`~eosdyn.rules.Rule.threshold`.
 
     Numeric: bisection on the transverse spectral radius of the Jacobian (see the
     module docstring) as a function of the step size, between a stable and an
@@ -264,19 +314,10 @@ def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None,
         def jac(v):
             return make(v).jacobian(loss, z)
 
-    analytic = None
     if curvature <= 0:
         analytic = np.inf
-    elif cls is GD:
-        analytic = gd_threshold(curvature)
-    elif cls is HeavyBall:
-        analytic = heavyball_threshold(curvature, probe.momentum)
-    elif cls is Nesterov:
-        analytic = nesterov_threshold(curvature, probe.momentum)
-    elif issubclass(cls, Adam):
-        analytic = adam_threshold(curvature, probe.betas[0])
-    elif issubclass(cls, EoSAda):
-        analytic = eosada_threshold(curvature, probe.eps) if probe.curvature_method != "hutchinson" else None
+    else:
+        analytic = cls.threshold(curvature, **rule_kwargs)
 
     n_eval = 0
     tol_neutral = 1e-9
@@ -293,34 +334,80 @@ def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None,
                                rule=cls.name, curvature=curvature, bracket=(np.inf, np.inf),
                                n_evaluations=0, rule_kwargs=dict(rule_kwargs))
     guess = analytic if (analytic is not None and np.isfinite(analytic)) else 2.0 / curvature
-    lo, hi = guess, guess
-    k = 0
-    while unstable(lo):
-        lo *= 0.5
-        k += 1
-        if k > max_iter or lo < 1e-300:
-            raise ValueError("no stable step size found: the fixed point is unstable even for tiny steps")
-    if lo < hi:
-        hi = 2.0 * lo
-    k = 0
-    while not unstable(hi):
-        lo = hi
-        hi *= 2.0
-        k += 1
-        if k > max_iter or not np.isfinite(hi):
-            return ThresholdResult(analytic=analytic, numeric=np.inf, ratio=None, parameter=param,
-                                   rule=cls.name, curvature=curvature, bracket=(lo, np.inf),
-                                   n_evaluations=n_eval, rule_kwargs=dict(rule_kwargs))
-    it = 0
-    while hi - lo > rtol * hi and it < max_iter:
-        mid = 0.5 * (lo + hi)
-        if unstable(mid):
-            hi = mid
-        else:
-            lo = mid
-        it += 1
+    lo, hi = bisect_edge(lambda v: not unstable(v), guess, rtol, max_iter,
+                         "no stable step size found: the fixed point is unstable even for tiny steps")
+    if not np.isfinite(hi):
+        return ThresholdResult(analytic=analytic, numeric=np.inf, ratio=None, parameter=param,
+                               rule=cls.name, curvature=curvature, bracket=(lo, np.inf),
+                               n_evaluations=n_eval, rule_kwargs=dict(rule_kwargs))
     numeric = 0.5 * (lo + hi)
     ratio = None if analytic is None else numeric / analytic
     return ThresholdResult(analytic=analytic, numeric=numeric, ratio=ratio, parameter=param,
                            rule=cls.name, curvature=curvature, bracket=(lo, hi), n_evaluations=n_eval,
                            rule_kwargs=dict(rule_kwargs))
+
+
+# ------------------------------------------------------------------ the edge, by simulation
+@dataclass
+class SimulatedThreshold:
+    """The largest step at which a small kick off θ* decays, measured by runs of the map.
+
+    ``value`` the bisection's midpoint, ``bracket`` (stable, unstable), ``runs`` the number
+    of simulations of ``steps`` steps each, ``delta`` the kick's size.
+    """
+
+    value: float
+    bracket: tuple
+    runs: int
+    steps: int
+    delta: float
+    parameter: str
+
+
+def simulated_threshold(loss, rule_family, theta_star, *, guess=None, steps: int = 4000, delta: float = 1e-5,
+                        rtol: float = 1e-7, max_expand: int = 60, progress=None, **rule_kwargs) -> SimulatedThreshold:
+    """The edge of a minimum measured by simulation: bisection over runs of :func:`eosdyn.simulate`.
+
+    Each probe runs the rule for ``steps`` steps from θ* + δ·v₁ (v₁ the top Hessian
+    eigenvector, δ = ``delta``·max(1, ‖θ*‖)) and calls the step stable when the run does
+    not diverge and L(θ_N) − L(θ*) < L(θ₀) − L(θ*). For a linear map the sign of that test
+    is exact at any N, so the bisection resolves the edge to ``rtol`` up to the O(δ²)
+    nonlinear shift — an independent check of :func:`threshold`'s linearisation.
+
+    ``rule_family`` and ``**rule_kwargs`` as in :func:`threshold`; ``guess`` is where the
+    search starts (default: the closed form, else 2/λ); ``progress(k, total)`` is called
+    after each bisection run. Raises ValueError when θ* is not attracting at any step.
+    """
+    import eosdyn
+
+    loss = check_loss(loss)
+    cls = resolve_family(rule_family)
+    param = step_parameter(cls)
+    if param in rule_kwargs:
+        raise ValueError(f"{param} is the threshold being measured; do not pass it")
+    theta_star = finite_vector("theta_star", theta_star, loss.dim)
+    steps = int(positive("steps", steps))
+    rtol = in_range("rtol", rtol, 0.0, 0.1, lo_open=True)
+    H = loss.hess(theta_star)
+    w, V = np.linalg.eigh(H)
+    if guess is None:
+        guess = cls.threshold(w[-1], **rule_kwargs) if w[-1] > 0 else None
+        guess = 2.0 / abs(w[-1]) if guess is None or not np.isfinite(guess) else guess
+    d = positive("delta", delta) * max(1.0, float(np.linalg.norm(theta_star)))
+    th0 = theta_star + d * V[:, -1]
+    L0 = loss.value(theta_star)
+    gap0 = loss.value(th0) - L0
+    runs = 0
+
+    def stable(v):
+        nonlocal runs
+        runs += 1
+        tr = eosdyn.simulate(loss, cls(**{param: v}, **rule_kwargs), th0, steps, record_every=steps,
+                             track_sharpness=False, record_theta=False)
+        return not tr.diverged and loss.value(tr.final_theta) - L0 < gap0
+
+    lo, hi = bisect_edge(stable, positive("guess", guess), rtol, max_expand,
+                         "no stable step size found by simulation: θ* is not an attracting minimum", first=1.25,
+                         progress=progress)
+    value = 0.5 * (lo + hi) if np.isfinite(hi) else np.inf
+    return SimulatedThreshold(value, (lo, hi), runs, steps, d, param)

@@ -73,9 +73,43 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
 
 
 def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde"):
-    """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map)."""
+    """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map).
+
+    ``lam`` (a number or an array of curvatures λ) must be finite and > 0 for every mode,
+    and for ``kind="map"`` also lr·λ < 2; ``sigma2`` (σ², a number or an array that
+    broadcasts with ``lam``) finite and >= 0; ``lr`` finite and > 0. Outside these ranges
+    there is no stationary distribution, and this raises ValueError naming the parameter
+    and its valid range, as :func:`stationary_covariance` does (the formulas would give a
+    negative or infinite "variance"). Complex input raises TypeError.
+    """
     kind = choice("kind", kind, ("sde", "map"))
-    lam = np.asarray(lam, dtype=float)
+    eta = positive("lr", lr)
+    lam = _real_array("lam", lam)
+    s2 = _real_array("sigma2", sigma2)
+    if np.any(s2 < 0):
+        raise ValueError(f"sigma2 must be in [0, inf) (a variance), got {float(s2[s2 < 0].ravel()[0]):g}")
+    if np.any(lam <= 0):
+        raise ValueError(f"lam must be in (0, inf) for every mode (no stationary distribution at curvature "
+                         f"<= 0), got lam = {float(lam[lam <= 0].ravel()[0]):g}")
+    if kind == "map" and np.any(eta * lam >= 2.0):
+        bad = float(lam[eta * lam >= 2.0].ravel()[0])
+        raise ValueError(f"lr·lam must be in (0, 2) for every mode with kind='map' (noisy GD has no stationary "
+                         f"distribution otherwise), got lr·lam = {eta * bad:.6g} at lam = {bad:g}, lr = {eta:g}")
     if kind == "sde":
         return sigma2 / (2.0 * lam)
     return sigma2 / (lam * (2.0 - lr * lam))
+
+
+def _real_array(name, value):
+    """``value`` as a float array: TypeError for complex or non-numeric input, ValueError if not finite."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):  # ragged sequences
+        a = None
+    if a is None or a.dtype.kind not in "iuf":
+        got = "complex values" if a is not None and a.dtype.kind == "c" else type(value).__name__
+        raise TypeError(f"{name} must be a real number or an array of real numbers, got {got}")
+    a = a.astype(float)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return a

@@ -13,7 +13,7 @@
   :class:`ConstantCovariance`, :class:`HessianAligned`, :class:`CallableNoise`,
   :class:`MinibatchNoise` (on a :class:`FiniteSumLoss` such as :class:`LeastSquares`).
 """
-from .finite_sum import FiniteSumLoss, LeastSquares, minibatch_factor
+from ..losses.finite_sum import FiniteSumLoss, LeastSquares, minibatch_factor
 from .integrate import coarsen_increments, integrate
 from .noise import (
     CallableNoise,

@@ -26,7 +26,10 @@ state-dependent noise code) it runs:
 
 Random numbers (the documented draw order, reproduced by
 :func:`eosdyn.sde.increments`): trajectory i owns the xoshiro256** stream
-``rng_init(seed, i)`` (:mod:`eosdyn._rng`). At every step k = 1..steps the kernel
+``rng_init(seed, i)`` (:mod:`eosdyn._rng`), seeded by :func:`eosdyn.sde.simulate` and
+carried in ``rngs`` from one kernel call to the next: a long run is cut into calls over the
+steps ``k0 < k ≤ k1`` (so Ctrl-C and progress are seen between them), with bit-identical
+results. At every step k = 1..steps the kernel
 makes **one** call ``rng_fill_normal(s, xi)`` with ``len(xi) = m`` for Euler–Maruyama
 and Milstein, ``2m`` for srk15; then ΔW = √dt·xi[:m] and, for srk15,
 ΔZ = I_(1,0) = ½ dt^{3/2} (xi[:m] + xi[m:]/√3). Nothing else draws from the stream.
@@ -36,18 +39,37 @@ only); blocks run in a ``prange`` and the trajectories of a block run in order, 
 the per-record ensemble sums (accumulated per block, then summed over blocks in
 Python) are bit-identical for any thread count.
 
-Status codes per trajectory: 0 ok, 1 diverged (non-finite or |θᵢ| ≥ blowup, or a
-non-finite loss at a record), 2 non-PSD covariance under ``psd="raise"``,
-3 the user noise function returned the wrong shape.
+Status codes per trajectory (the stepping core's, :mod:`eosdyn.engine.core`): 0 ok,
+1 diverged (non-finite or |θᵢ| ≥ blowup, or a non-finite loss at a record), 2 an
+exception was raised (a user loss or noise function, an eigensolver): caught, so no
+exception escapes the kernel and every other path is computed, 3 non-PSD covariance
+under ``psd="raise"``, 4 the user noise function returned the wrong shape. A path
+that fails stops; ``out_final`` keeps its last state that passed, ``out_div`` the step
+that failed. The divergence rule is the core's, checked on the state each step
+produces (a non-finite gradient shows up one step later, as a non-finite state).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from .._rng import rng_fill_normal, rng_init
-from .finite_sum import _ls_value, ls_per_example_grad
-from .noise import DIAG, HESS, ISO, MAT, MB, USER_COV, USER_DIAG, USER_MAT, sqrt_psd
+from .._rng import rng_fill_normal
+from ..engine.core import accumulate_moments
+from ..engine.noise import (  # noqa: F401
+    DIAG,
+    HESS,
+    ISO,
+    MAT,
+    MB,
+    USER_COV,
+    USER_DIAG,
+    USER_MAT,
+    apply_noise,
+    diagonal_noise,
+    noise_matrix,
+)
+from ..losses.finite_sum import _ls_value, ls_per_example_grad  # noqa: F401
+from ..losses.quadratic import _value as _quadratic_value
 
 EULER, MILSTEIN, SRK15 = 0, 1, 2
 LK_GENERIC, LK_QUAD, LK_LSQ = 0, 1, 2
@@ -57,8 +79,8 @@ F_LR, F_DT, F_SDT, F_SQLR, F_SCAL, F_BLOWUP = range(6)
 N_FCFG = 6
 # icfg layout
 (I_METHOD, I_NKIND, I_M, I_STEPS, I_SEED, I_LKIND, I_PSD_RAISE, I_MOM, I_MB_EIGH,
- I_PATHS, I_SHARP) = range(11)
-N_ICFG = 11
+ I_PATHS, I_SHARP, I_K0, I_K1) = range(13)
+N_ICFG = 13
 
 INV_SQRT3 = 1.0 / np.sqrt(3.0)
 
@@ -95,14 +117,7 @@ def _value(theta, value_fn, lp, lkind, H, c, vX, vy):
     if value_fn is None:
         if lkind == LK_LSQ:
             return _ls_value(theta, (vX, vy))
-        d = theta.shape[0]
-        tot = 0.0
-        for i in range(d):
-            acc = 0.0
-            for j in range(d):
-                acc += H[i, j] * (theta[j] - c[j])
-            tot += (theta[i] - c[i]) * acc
-        return 0.5 * tot
+        return _quadratic_value(theta, (H, c))
     else:
         return value_fn(theta, lp)
 
@@ -114,114 +129,6 @@ def _sharp(theta, hess_fn, lp):
     else:
         ev = np.linalg.eigvalsh(hess_fn(theta, lp))
         return ev[ev.shape[0] - 1]
-
-
-# --- noise pieces --------------------------------------------------------------------
-@njit
-def _noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn, ucov_fn, lp, mb_params,
-                  mbX, mby, Bout):
-    """Bout ← B(θ) for the state-dependent kinds; returns (status, λ_min)."""
-    d = theta.shape[0]
-    m = Bout.shape[1]
-    if nkind == HESS:
-        if hess_fn is None:
-            return 3, np.nan  # unreachable: constant Hessians are resolved in Python
-        else:
-            B, lam, bad = sqrt_psd(hess_fn(theta, lp), scal)
-            Bout[:, :] = B
-            return (2 if bad else 0), lam
-    if nkind == MB:
-        if pex_fn is None:
-            G = ls_per_example_grad(theta, (mbX, mby))
-        else:
-            G = pex_fn(theta, mb_params)
-        n = G.shape[0]
-        gbar = np.zeros(d)
-        for i in range(n):
-            for j in range(d):
-                gbar[j] += G[i, j]
-        for j in range(d):
-            gbar[j] /= n
-        if mb_eigh:
-            S = np.zeros((d, d))
-            for i in range(n):
-                for a in range(d):
-                    ca = G[i, a] - gbar[a]
-                    for b in range(d):
-                        S[a, b] += ca * (G[i, b] - gbar[b])
-            f = scal / n
-            for a in range(d):
-                for b in range(d):
-                    S[a, b] *= f
-            B, lam, bad = sqrt_psd(S, 1.0)
-            Bout[:, :] = B
-            return 0, lam
-        f = np.sqrt(scal / n)
-        for i in range(n):
-            for j in range(d):
-                Bout[j, i] = f * (G[i, j] - gbar[j])
-        return 0, 0.0
-    if nkind == USER_MAT:
-        if umat_fn is None:
-            return 3, np.nan
-        else:
-            U = umat_fn(theta)
-            if U.shape[0] != d or U.shape[1] != m:
-                return 3, np.nan
-            Bout[:, :] = U
-            return 0, 0.0
-    if nkind == USER_COV:
-        if ucov_fn is None:
-            return 3, np.nan
-        else:
-            S = ucov_fn(theta)
-            if S.shape[0] != d or S.shape[1] != d:
-                return 3, np.nan
-            Ss = 0.5 * (S + S.T)
-            B, lam, bad = sqrt_psd(Ss, 1.0)
-            Bout[:, :] = B
-            return (2 if bad else 0), lam
-    return 3, np.nan
-
-
-@njit
-def _apply(nkind, theta, v, out, scal, nz_mat, nz_vec, Bst):
-    """out ← B v for a matrix already known (constant kinds, or Bst for state-dependent ones)."""
-    d = out.shape[0]
-    if nkind == ISO:
-        for j in range(d):
-            out[j] = scal * v[j]
-    elif nkind == DIAG:
-        for j in range(d):
-            out[j] = nz_vec[j] * v[j]
-    elif nkind == MAT:
-        m = nz_mat.shape[1]
-        for j in range(d):
-            acc = 0.0
-            for l in range(m):
-                acc += nz_mat[j, l] * v[l]
-            out[j] = acc
-    else:
-        m = Bst.shape[1]
-        for j in range(d):
-            acc = 0.0
-            for l in range(m):
-                acc += Bst[j, l] * v[l]
-            out[j] = acc
-
-
-@njit
-def _diag_b(theta, udiag_fn, sqlr, out):
-    """out ← √η·b(θ) for the diagonal user noise; returns False if b has the wrong shape."""
-    if udiag_fn is None:
-        return False
-    else:
-        b = udiag_fn(theta)
-        if b.shape[0] != out.shape[0]:
-            return False
-        for j in range(out.shape[0]):
-            out[j] = sqlr * b[j]
-        return True
 
 
 # --- one trajectory ------------------------------------------------------------------
@@ -246,26 +153,20 @@ def _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkin
     if want_paths:
         for j in range(d):
             out_paths[i, r, j] = theta[j]
-    if mom > 0:
-        mom_cnt[blk, r] += 1.0
-        for a in range(d):
-            mom_sum[blk, r, a] += theta[a]
-        if mom == 1:
-            for a in range(d):
-                mom_sq[blk, r, a, 0] += theta[a] * theta[a]
-        else:
-            for a in range(d):
-                ta = theta[a]
-                for b in range(d):
-                    mom_sq[blk, r, a, b] += ta * theta[b]
+    accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt)
     return True
 
 
 @njit
-def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
-              umat_fn, udiag_fn, ucov_fn, lp, mb_params, lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec, fcfg, icfg,
-              rec_steps, theta0s, out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status,
-              out_sval, mom_sum, mom_sq, mom_cnt):
+def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn,
+              ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs):
+    """Steps k0 < k ≤ k1 of path i. ``data`` = (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat,
+    nz_vec), ``outs`` = (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status,
+    out_sval, mom_sum, mom_sq, mom_cnt): tuples keep :func:`_run_traj_safe`'s call under the 30
+    arguments CPython 3.11 passes without a list (which numba cannot type inside ``try``)."""
+    lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec = data
+    (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
+     mom_cnt) = outs
     d = theta0s.shape[1]
     lr = fcfg[F_LR]
     dt = fcfg[F_DT]
@@ -276,7 +177,6 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
     method = icfg[I_METHOD]
     nkind = icfg[I_NKIND]
     m = icfg[I_M]
-    steps = icfg[I_STEPS]
     lkind = icfg[I_LKIND]
     psd_raise = icfg[I_PSD_RAISE] != 0
     mom = icfg[I_MOM]
@@ -286,11 +186,16 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
     additive = nkind == ISO or nkind == MAT or nkind == DIAG
     R = rec_steps.shape[0]
 
-    s = np.empty(4, np.uint64)
-    rng_init(np.uint64(icfg[I_SEED]), np.uint64(i), s)
+    k0 = icfg[I_K0]
+    if out_status[i] != 0:  # failed in an earlier call
+        return
+    s = rngs[i]  # the stream (seed, i), carried from call to call
     nxi = 2 * m if method == SRK15 else m
     xi = np.empty(nxi)
-    theta = theta0s[i].copy()
+    theta = out_final[i]  # always the last state that passed the checks
+    if k0 == 0:
+        for j in range(d):
+            theta[j] = theta0s[i, j]
     tn = np.empty(d)
     g = np.empty(d)
     g2 = np.empty(d)
@@ -313,8 +218,11 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
     ciso = cn * scal         # isotropic fast path
     status = 0
     div_at = -1
+    out_div[i] = k0  # where an exception would have happened
     r = 0
-    if R > 0 and rec_steps[0] == 0:
+    while r < R and rec_steps[r] <= k0 and k0 > 0:  # records made by earlier calls
+        r += 1
+    if k0 == 0 and R > 0 and rec_steps[0] == 0:
         if _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkind, lin_H,
                    lin_c, lin_b, vX, vy, want_sharp, want_paths, mom, out_loss, out_gn, out_sharp,
                    out_paths, mom_sum, mom_sq, mom_cnt):
@@ -322,7 +230,8 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
         else:
             status = 1
             div_at = 0
-    for k in range(1, steps + 1 if status == 0 else 1):
+    for k in range(k0 + 1, icfg[I_K1] + 1 if status == 0 else k0 + 1):
+        out_div[i] = k  # where an exception would have happened
         # ---- one step θ → tn ---------------------------------------------------------
         rng_fill_normal(s, xi)
         st = 0
@@ -348,24 +257,24 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
             if nkind == ISO:
                 pass
             elif nkind == USER_DIAG:
-                if not _diag_b(theta, udiag_fn, 1.0, beta):
+                if not diagonal_noise(theta, udiag_fn, 1.0, beta):
                     st = 3
                 for j in range(d):
                     tn[j] = theta[j] - eta_dt * g[j] + cn * beta[j] * xi[j]
             else:
                 if sel_state is not None:
-                    st, lam = _noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn,
+                    st, lam = noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn,
                                             ucov_fn, lp, mb_params, mbX, mby, Bst)
-                _apply(nkind, theta, xi, nz, scal, nz_mat, nz_vec, Bst)
+                apply_noise(nkind, theta, xi, nz, scal, nz_mat, nz_vec, Bst)
                 for j in range(d):
                     tn[j] = theta[j] - eta_dt * g[j] + cn * nz[j]
         if sel_mil is not None:
             # derivative-free (Runge–Kutta) Milstein for diagonal noise, Kloeden & Platen §11.1
             _grad(theta, g, grad_into_fn, lp, lin_H, lin_c, lin_b, rscr)
-            ok = _diag_b(theta, udiag_fn, sqlr, beta)
+            ok = diagonal_noise(theta, udiag_fn, sqlr, beta)
             for j in range(d):
                 up[j] = theta[j] - eta_dt * g[j] + beta[j] * sdt
-            ok = _diag_b(up, udiag_fn, sqlr, bp) and ok
+            ok = diagonal_noise(up, udiag_fn, sqlr, bp) and ok
             if not ok:
                 st = 3
             for j in range(d):
@@ -385,8 +294,8 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
                         nz[j] = scal * v[j]
                         nz2[j] = scal * xi[j]
                 else:
-                    _apply(nkind, theta, v, nz, scal, nz_mat, nz_vec, Bst)       # B ζ
-                    _apply(nkind, theta, xi, nz2, scal, nz_mat, nz_vec, Bst)     # B ξ1
+                    apply_noise(nkind, theta, v, nz, scal, nz_mat, nz_vec, Bst)       # B ζ
+                    apply_noise(nkind, theta, xi, nz2, scal, nz_mat, nz_vec, Bst)     # B ξ1
                 for j in range(d):
                     up[j] = theta[j] - 0.75 * eta_dt * g[j] + 1.5 * sqlr * nz[j]
                 _grad(up, g2, grad_into_fn, lp, lin_H, lin_c, lin_b, rscr)
@@ -394,7 +303,7 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
                     tn[j] = (theta[j] - eta_dt * (g[j] / 3.0 + 2.0 * g2[j] / 3.0)
                              + cn * nz2[j])
             else:
-                ok = _diag_b(theta, udiag_fn, sqlr, beta)
+                ok = diagonal_noise(theta, udiag_fn, sqlr, beta)
                 for j in range(d):
                     um[j] = theta[j] - 0.75 * eta_dt * g[j] + 1.5 * beta[j] * v[j]
                 _grad(um, g2, grad_into_fn, lp, lin_H, lin_c, lin_b, rscr)
@@ -402,13 +311,13 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
                     a1 = -lr * g[j]
                     up[j] = theta[j] + a1 * dt + beta[j] * sdt
                     um[j] = theta[j] + a1 * dt - beta[j] * sdt
-                ok = _diag_b(up, udiag_fn, sqlr, bp) and ok
-                ok = _diag_b(um, udiag_fn, sqlr, bm) and ok
+                ok = diagonal_noise(up, udiag_fn, sqlr, bp) and ok
+                ok = diagonal_noise(um, udiag_fn, sqlr, bm) and ok
                 for j in range(d):
                     um[j] = up[j] - bp[j] * sdt
                     up[j] = up[j] + bp[j] * sdt
-                ok = _diag_b(up, udiag_fn, sqlr, bpp) and ok
-                ok = _diag_b(um, udiag_fn, sqlr, bpm) and ok
+                ok = diagonal_noise(up, udiag_fn, sqlr, bpp) and ok
+                ok = diagonal_noise(um, udiag_fn, sqlr, bpm) and ok
                 if not ok:
                     st = 3
                 for j in range(d):
@@ -423,7 +332,7 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
         if st == 2 and not psd_raise:
             st = 0
         if st != 0:
-            status = st
+            status = 3 if st == 2 else 4   # the engine's NOT_PSD / BAD_NOISE
             out_sval[i] = lam
             div_at = k
             break
@@ -444,15 +353,30 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
                 div_at = k
                 break
             r += 1
-    for j in range(d):
-        out_final[i, j] = theta[j]
     out_div[i] = div_at
     out_status[i] = status
 
 
+@njit
+def _run_traj_safe(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
+                   udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs):
+    """:func:`_run_traj` with any exception caught (status 2, the engine's FAILED, at the step
+    ``out_div`` holds; ``out_final`` keeps the last state that passed): no exception escapes
+    the kernel and every other path is computed. The ``try`` sits around the call, not the
+    loop: inside the loop it slows every step down."""
+    failed = False
+    try:  # no ``return`` inside: numba's try/except does not catch past one
+        _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
+                  udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs)
+    except Exception:  # noqa: BLE001
+        failed = True
+    if failed:
+        outs[6][i] = 2
+
+
 @njit(cache=True, parallel=True)
 def kernel_builtin(sel_em, sel_mil, sel_srk, sel_state, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
-                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, bounds, out_loss, out_gn,
+                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
                    out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
                    mom_cnt):
     """Ensemble kernel for the built-in linear-gradient losses (disk-cached)."""
@@ -460,16 +384,16 @@ def kernel_builtin(sel_em, sel_mil, sel_srk, sel_state, lin_H, lin_c, lin_b, vX,
     dummy = (lin_c,)
     for b in prange(nb):
         for i in range(bounds[b], bounds[b + 1]):
-            _run_traj(i, b, sel_em, sel_mil, sel_srk, sel_state, None, None, None, None, None, None,
-                      None, dummy, dummy, lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec,
-                      fcfg, icfg, rec_steps, theta0s, out_loss, out_gn, out_sharp, out_paths,
-                      out_final, out_div, out_status, out_sval, mom_sum, mom_sq, mom_cnt)
+            _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, None, None, None, None, None, None, None,
+                           dummy, dummy, (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec), fcfg, icfg,
+                           rec_steps, theta0s, rngs, (out_loss, out_gn, out_sharp, out_paths, out_final, out_div,
+                                                      out_status, out_sval, mom_sum, mom_sq, mom_cnt))
 
 
 @njit(parallel=True)
 def kernel_generic(sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
                    umat_fn, udiag_fn, ucov_fn, lp, mb_params, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
-                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, bounds, out_loss, out_gn,
+                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
                    out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
                    mom_cnt):
     """Ensemble kernel taking the loss's and the noise's functions (compiled per process;
@@ -477,74 +401,37 @@ def kernel_generic(sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, 
     nb = bounds.shape[0] - 1
     for b in prange(nb):
         for i in range(bounds[b], bounds[b + 1]):
-            _run_traj(i, b, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn,
-                      pex_fn, umat_fn, udiag_fn, ucov_fn, lp, mb_params, lin_H, lin_c, lin_b, vX,
-                      vy, mbX, mby, nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, out_loss,
-                      out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval,
-                      mom_sum, mom_sq, mom_cnt)
+            _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
+                           umat_fn, udiag_fn, ucov_fn, lp, mb_params,
+                           (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec), fcfg, icfg, rec_steps, theta0s,
+                           rngs, (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval,
+                                  mom_sum, mom_sq, mom_cnt))
 
 
 # ------------------------------------------------------------------ disk-cached kernels
-FN_SLOTS = ("value_fn", "grad_into_fn", "hess_fn", "pex_fn", "umat_fn", "udiag_fn", "ucov_fn")
-_KERNELS: dict = {}
+FN_SLOTS = ("sel_em", "sel_mil", "sel_srk", "sel_state", "value_fn", "grad_into_fn", "hess_fn", "pex_fn",
+            "umat_fn", "udiag_fn", "ucov_fn")
 
 
-class GenericKernel:
-    """:func:`kernel_generic` with its function slots bound: ``k(*rest)`` runs
-    ``kernel_generic(sel_em, sel_mil, sel_srk, sel_state, *fns, *rest)`` (rest = from ``lp`` on).
-
-    ``generated`` is the disk-cached specialisation (:func:`eosdyn._kernelgen.specialise_by_name`)
-    or None. If it raises while no compiled version for these argument types exists
-    (it failed to compile: generated code only fails at compile time, before anything
-    ran), the specialisation is dropped for good and the generic kernel runs instead;
-    errors raised while running (a compiled version exists) propagate.
-    """
-
-    def __init__(self, fns):
-        self.fns = fns
-        self.generated = None
-
-    def __call__(self, sel_em, sel_mil, sel_srk, sel_state, *rest):
-        gen = self.generated
-        if gen is not None:
-            args = (sel_em, sel_mil, sel_srk, sel_state, *rest)
-            before = len(gen.overloads)
-            try:
-                return gen(*args)
-            except Exception:
-                if len(gen.overloads) > before or self._compiled_for(gen, args):
-                    raise  # it compiled: a run-time error, the generic kernel would raise it too
-                self.generated = None
-        return kernel_generic(sel_em, sel_mil, sel_srk, sel_state, *self.fns, *rest)
-
-    @staticmethod
-    def _compiled_for(gen, args):
-        try:
-            from numba.core.typing.typeof import Purpose, typeof
-
-            return tuple(typeof(a, Purpose.argument) for a in args) in gen.overloads
-        except Exception:  # noqa: BLE001  # pragma: no cover - defensive
-            return False
+def _parts():
+    return [(_grad, None), (_value, None), (_sharp, None), (noise_matrix, None), (diagonal_noise, None),
+            (_record, None), (_run_traj, None), (_run_traj_safe, None), (kernel_generic, "kernel")]
 
 
-def generic_kernel(value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn, ucov_fn):
-    """The :class:`GenericKernel` for these function slots (memoised per slot identities).
+def generic_kernel(sel, fns, what):
+    """:func:`kernel_generic` with its selectors ``sel`` (sel_em, sel_mil, sel_srk, sel_state: None
+    or 1) and function slots ``fns`` (value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn,
+    ucov_fn) bound: disk-cached where every function is importable by name, else the generic
+    in-memory kernel (:func:`eosdyn.engine.kernels.kernel_for`, which warns once)."""
+    from ..engine.kernels import kernel_for
 
-    The specialisation is generated where every non-None function is importable by name
-    (a module-level numba function in a module with a source file, or a closure
-    eosdyn derives itself); otherwise — closures, functions typed at a prompt or in a
-    notebook — the in-memory :func:`kernel_generic` runs (compiled once per process).
-    """
-    from .._kernelgen import specialise_by_name
+    return kernel_for("sde", (*sel, *fns), what)
 
-    fns = (value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn, ucov_fn)
-    key = tuple(id(f) for f in fns)
-    hit = _KERNELS.get(key)
-    if hit is not None:
-        return hit
-    k = GenericKernel(fns)
-    parts = [(_grad, None), (_value, None), (_sharp, None), (_noise_matrix, None), (_diag_b, None),
-             (_record, None), (_run_traj, None), (kernel_generic, "kernel")]
-    k.generated = specialise_by_name(dict(zip(FN_SLOTS, fns)), parts, "eosdyn_sde_kernel")
-    _KERNELS[key] = k
-    return k
+
+def _register():
+    from ..engine.kernels import register_kind
+
+    register_kind("sde", FN_SLOTS, _parts, kernel_generic)
+
+
+_register()

@@ -40,36 +40,9 @@ from numba import njit
 from numba.core.registry import CPUDispatcher
 
 from .._validate import choice, finite_matrix, finite_vector, positive, symmetric
+from ..engine.noise import DIAG, HESS, ISO, MAT, MB, PSD_RTOL, USER_COV, USER_DIAG, USER_MAT, sqrt_psd  # noqa: F401
+from ..losses.finite_sum import FiniteSumLoss, LeastSquares, ls_per_example_grad, minibatch_factor
 from ..losses.quadratic import Quadratic
-from .finite_sum import FiniteSumLoss, LeastSquares, ls_per_example_grad, minibatch_factor
-
-# noise kinds understood by the kernels
-ISO, MAT, DIAG, HESS, MB, USER_MAT, USER_DIAG, USER_COV = range(8)
-
-PSD_RTOL = 1e-10
-
-
-@njit(cache=True)
-def sqrt_psd(S, scale):
-    """B = V diag(√(scale·w₊)) for S = V diag(w) Vᵀ; returns (B, λ_min(S), not_psd flag).
-
-    ``not_psd`` is True when λ_min < −1e-10 · max|w|; negative eigenvalues are clipped
-    to 0 in B either way (the caller decides whether to raise).
-    """
-    w, V = np.linalg.eigh(S)
-    d = w.shape[0]
-    wmax = 0.0
-    for i in range(d):
-        if abs(w[i]) > wmax:
-            wmax = abs(w[i])
-    lam_min = w[0]
-    bad = lam_min < -PSD_RTOL * wmax
-    B = np.empty((d, d))
-    for j in range(d):
-        s = np.sqrt(scale * w[j]) if w[j] > 0.0 else 0.0
-        for i in range(d):
-            B[i, j] = V[i, j] * s
-    return B, lam_min, bad
 
 
 @dataclass
@@ -95,6 +68,22 @@ class NoiseModel:
 
     def spec(self, loss) -> NoiseSpec:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def plan(self, loss, theta=None):
+        """The stepping core's :class:`~eosdyn.engine.NoisePlan` of this model on ``loss``."""
+        from ..engine import NoisePlan
+
+        sp = self.spec(loss, theta) if isinstance(self, CallableNoise) else self.spec(loss)
+        builtin_mb = sp.kind == MB and sp.pex_fn is None
+        e2, e1 = np.zeros((0, 0)), np.zeros(0)
+        mbX, mby = (sp.mb_params[0], sp.mb_params[1]) if builtin_mb else (e2, e1)
+        return NoisePlan(kind=sp.kind, m=sp.m, scal=sp.scal, mat=sp.mat, vec=sp.vec, mb_params=tuple(sp.mb_params),
+                         mbX=mbX, mby=mby, pex_fn=sp.pex_fn,
+                         umat_fn=sp.user_fn if sp.kind == USER_MAT else None,
+                         udiag_fn=sp.user_fn if sp.kind == USER_DIAG else None,
+                         ucov_fn=sp.user_fn if sp.kind == USER_COV else None,
+                         state_dependent=not sp.additive and sp.kind != USER_DIAG, psd_raise=sp.psd_raise,
+                         mb_eigh=sp.mb_eigh)
 
     def matrix(self, theta, loss=None) -> np.ndarray:
         """B(θ), shape (d, m), computed with the same numba code the kernels use."""
@@ -242,7 +231,7 @@ class CallableNoise(NoiseModel):
     Python function that numba can compile (it is wrapped with ``njit``; if
     compilation fails, :func:`simulate` raises ``TypeError``: there is no slow
     Python fallback). The ensemble kernel is generated with fn bound as a global and
-    cached on disk (:mod:`eosdyn._kernelgen`) when fn can be imported by name from a
+    cached on disk (:mod:`eosdyn.codegen`) when fn can be imported by name from a
     module with a source file; a closure, or a function typed at a prompt or in a
     notebook, makes it compile once per process instead.
     :meth:`matrix` calls fn from Python (usable with :func:`integrate`).
@@ -304,7 +293,8 @@ class CallableNoise(NoiseModel):
                 raise ValueError(f"CallableNoise(kind='diagonal'): fn(theta) must return shape ({d},), got {out.shape}")
             return np.diag(out)
         if out.shape != (d, d):
-            raise ValueError(f"CallableNoise(kind='covariance'): fn(theta) must return shape ({d}, {d}), got {out.shape}")
+            raise ValueError(f"CallableNoise(kind='covariance'): fn(theta) must return shape ({d}, {d}), "
+                             f"got {out.shape}")
         B, lam_min, bad = sqrt_psd(np.ascontiguousarray(0.5 * (out + out.T)), 1.0)
         if bad and self.psd == "raise":
             raise ValueError(f"CallableNoise(psd='raise'): Σ(θ) is not PSD, λ_min = {lam_min:.3g}")
@@ -335,8 +325,8 @@ class MinibatchNoise(NoiseModel):
     exact, no eigendecomposition, n normals per step); ``"eigh"`` uses the eigh root
     of Σ (m = d); ``"auto"`` picks "factor" when n ≤ d, else "eigh".
 
-    ``data`` is a :class:`~eosdyn.sde.finite_sum.FiniteSumLoss` (e.g.
-    :class:`~eosdyn.sde.finite_sum.LeastSquares`); it may differ from the loss
+    ``data`` is a :class:`~eosdyn.losses.FiniteSumLoss` (e.g.
+    :class:`~eosdyn.losses.LeastSquares`); it may differ from the loss
     being simulated (the noise is that of ``data``).
     """
 

@@ -22,19 +22,22 @@ Per-mode stationary variances on a quadratic with eigenvalue λ and Σ = σ²I
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._rng import stream
-from .._validate import finite_matrix, nonneg_int, positive
-from ..losses.base import Loss
+from .._rng import rng_init_rows, stream
+from .._validate import finite_matrix, nonneg_int, positive, seed_value, step_count
+from ..engine.kernels import compile_headroom
+from ..engine.run import CallPlan, RunInterrupted, check_memory, moment_blocks
 from ..losses import quadratic as _quad
+from ..losses.base import Loss
+from ..losses.finite_sum import LeastSquares
 from ..losses.quadratic import Quadratic
-from ..sim.results import EnsembleResult, Trajectory
+from ..sim.results import EnsembleResult
 from . import kernels as K
-from .finite_sum import LeastSquares
-from .noise import HESS, MB, USER_COV, USER_DIAG, USER_MAT, NoiseModel, CallableNoise
+from .noise import HESS, MB, USER_COV, USER_DIAG, USER_MAT, CallableNoise, NoiseModel
 
 METHODS = {
     "euler": "euler", "em": "euler", "euler-maruyama": "euler", "euler_maruyama": "euler",
@@ -108,16 +111,59 @@ class SDEResult(EnsembleResult):
             ds["theta_cov"] = (("step", "dim", "dim2"), self.theta_cov)
         return ds
 
-    def trajectory(self, i: int) -> Trajectory:
-        """Trajectory ``i`` as a :class:`~eosdyn.sim.results.Trajectory`."""
-        i = int(i)
-        return Trajectory(
-            step=self.step.copy(), loss=self.loss[i].copy(),
-            theta=None if self.theta is None else self.theta[i].copy(),
-            grad_norm=self.extra["grad_norm"][i].copy() if "grad_norm" in self.extra else None,
-            sharpness=None if self.sharpness is None else self.sharpness[i].copy(),
-            diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]),
-            params=dict(self.params, trajectory=i))
+
+def ensemble_moments(mom_sum, mom_sq, mom_cnt, mom):
+    """(mean, variance, covariance, n alive) per record from per-block sums (None where off).
+
+    The kernels accumulate the sums per block of trajectories (a partition fixed by n), so
+    the totals — summed here over the blocks in order — do not depend on the thread count.
+    """
+    if not mom:
+        return None, None, None, None
+    cnt = mom_cnt.sum(axis=0)
+    S1 = mom_sum.sum(axis=0)
+    S2 = mom_sq.sum(axis=0)
+    theta_cov = None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theta_mean = S1 / cnt[:, None]
+        den = (cnt - 1.0)
+        if mom == 2:
+            theta_cov = (S2 - cnt[:, None, None] * theta_mean[:, :, None] * theta_mean[:, None, :]) \
+                / den[:, None, None]
+            theta_var = np.diagonal(theta_cov, axis1=1, axis2=2).copy()
+        else:
+            theta_var = (S2[:, :, 0] - cnt[:, None] * theta_mean ** 2) / den[:, None]
+    return theta_mean, theta_var, theta_cov, cnt.astype(np.int64)
+
+
+def _moments_code(moments, d):
+    code = {"auto": 2 if d <= 32 else 1, "cov": 2, "var": 1, "none": 0}.get(moments) \
+        if isinstance(moments, str) else None
+    if code is None:
+        raise ValueError(f"moments must be one of ['auto', 'cov', 'none', 'var'], got {moments!r}")
+    return code
+
+
+def _noise_failure(noise, status, fail_at, fail_value, m):
+    """Raise as the SDE engine does when a noise matrix could not be formed."""
+    from ..engine.core import BAD_NOISE, NOT_PSD
+
+    bad = np.flatnonzero(status == NOT_PSD)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{noise!r}: Σ(θ) is not positive semidefinite (psd='raise') in trajectory {i} "
+                         f"at step {int(fail_at[i])}: λ_min = {fail_value[i]:.3g}")
+    bad = np.flatnonzero(status == BAD_NOISE)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{noise!r}: the noise function returned an array of the wrong shape "
+                         f"(expected m = {m}) in trajectory {i} at step {int(fail_at[i])}")
+
+
+def _required(fname, name, value):
+    if value is _UNSET or value is None:
+        raise TypeError(f"{fname}() missing required argument {name!r}")
+    return value
 
 
 def _check_loss(loss):
@@ -135,17 +181,49 @@ def _linear_data(loss):
     return None
 
 
+def step_size(rule) -> float:
+    """η of the SDE's drift −η∇L from a step size or a GD rule (the drift is gradient flow's)."""
+    from ..rules import GD, Rule
+
+    if isinstance(rule, GD):
+        return rule.lr
+    if isinstance(rule, Rule):
+        raise TypeError(f"the SDE's drift is −η∇L (gradient flow): pass a step size η or eosdyn.rules.GD(η), "
+                        f"not {type(rule).__name__}; to add noise to another rule, use "
+                        "eosdyn.simulate/ensemble(..., noise=...)")
+    return positive("lr", rule)
+
+
+_RENAMED = {"lr": "rule", "record_paths": "record_theta", "record_sharpness": "track_sharpness"}
+
+
+def renamed_keywords(fname, kwargs, given):
+    """Fold the deprecated keyword names of the SDE functions into the current ones, with a warning."""
+    for old, value in kwargs.items():
+        if old not in _RENAMED:
+            raise TypeError(f"{fname}() got an unexpected keyword argument {old!r}")
+        new = _RENAMED[old]
+        warnings.warn(f"{fname}({old}=...) is deprecated and will be removed in the next release; use "
+                      f"{new}=... (the name eosdyn.simulate and eosdyn.ensemble use)", DeprecationWarning,
+                      stacklevel=3)
+        if given.get(new, _UNSET) is not _UNSET:
+            raise TypeError(f"{fname}() got both {old!r} and its new name {new!r}")
+        given[new] = value
+    return given
+
+
+_UNSET = object()
+
+
 def _prepare(loss, lr, noise, theta0s, dt, steps, method, record_every, seed):
     _check_loss(loss)
     if not isinstance(noise, NoiseModel):
         raise TypeError(f"noise must be an eosdyn.sde noise model (Isotropic, ConstantMatrix, "
                         f"HessianAligned, CallableNoise, MinibatchNoise), got {type(noise).__name__}")
-    lr = positive("lr", lr)
+    lr = step_size(lr)
     dt = positive("dt", dt)
-    steps = nonneg_int("steps", steps)
-    seed = nonneg_int("seed", seed)
-    if seed >= 2 ** 63:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    steps = step_count("steps", steps)
+    seed = seed_value(seed)
     method = resolve_method(method)
     thetas = finite_matrix("theta0s", theta0s, loss.dim)
     if thetas.shape[0] == 0:
@@ -163,9 +241,9 @@ def _prepare(loss, lr, noise, theta0s, dt, steps, method, record_every, seed):
     return lr, dt, steps, seed, method, thetas, record_every, spec
 
 
-def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=None, seed=0,
-             record_paths=False, *, moments="auto", record_sharpness=None, record_grad_norm=True,
-             blowup=1e100) -> SDEResult:
+def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, method="euler", record_every=None,
+             seed=0, record_theta=_UNSET, *, moments="auto", track_sharpness=_UNSET, record_grad_norm=True,
+             blowup=1e100, progress=None, **deprecated) -> SDEResult:
     """Integrate dθ = −η∇L(θ) dt + √η·B(θ) dW for an ensemble of initial points.
 
     Parameters
@@ -174,8 +252,8 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
         Any loss; ``Quadratic`` and :class:`~eosdyn.sde.LeastSquares` run in a
         disk-cached kernel with an allocation-free linear drift, others in a kernel
         compiled once per process.
-    lr : float > 0
-        η.
+    rule : float > 0 or eosdyn.rules.GD
+        η (the drift is gradient flow's); formerly ``lr=`` (deprecated name).
     noise : noise model
         Σ(θ) = B(θ)Bᵀ (:mod:`eosdyn.sde.noise`).
     theta0s : (n, d) array (or (d,) for one trajectory)
@@ -198,29 +276,39 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
         Record every k steps (records at steps 0, k, 2k, …); default steps//100.
     seed : int >= 0
         Trajectory i uses the stream (seed, i) (see :func:`increments`).
-    record_paths : bool
-        Also keep θ at every record, (n, R, d).
+    record_theta : bool
+        Also keep θ at every record, (n, R, d) (formerly ``record_paths``).
     moments : {"auto", "cov", "var", "none"}
         Per-record ensemble moments; "auto" = "cov" for d <= 32, else "var".
-    record_sharpness : bool, optional
+    track_sharpness : bool, optional
         λ_max(∇²L) per record (default: for d <= 64); constant for the built-in
-        quadratic losses.
+        quadratic losses (formerly ``record_sharpness``).
     blowup : float
         A trajectory is declared diverged (and stopped) when some |θᵢ| ≥ blowup or
-        θ or the loss at a record is non-finite; its later records are NaN and its
-        ``final_theta`` is its last state that passed the check.
+        θ or the loss at a record is non-finite, or computing it raises (status
+        "exception"); its later records are NaN and its ``final_theta`` is its last state
+        that passed the check. Every other path is computed.
+    progress : callable(done, total), optional
+        Called between the kernel calls a long run is cut into. Ctrl-C stops the run
+        between calls and raises :class:`eosdyn.engine.RunInterrupted` whose ``partial``
+        holds the records so far. The request's memory is estimated first, and a request
+        that cannot fit is refused (ValueError with the number of bytes and what to change).
 
     Returns
     -------
     SDEResult (an EnsembleResult)
     """
+    given = renamed_keywords("simulate", deprecated, {"rule": rule, "record_theta": record_theta,
+                                                       "track_sharpness": track_sharpness})
+    lr = _required("simulate", "rule", given["rule"])
+    record_paths = False if given["record_theta"] is _UNSET else bool(given["record_theta"])
+    record_sharpness = None if given["track_sharpness"] is _UNSET else given["track_sharpness"]
+    for name, v in (("noise", noise), ("theta0s", theta0s), ("dt", dt), ("steps", steps)):
+        _required("simulate", name, v)
     lr, dt, steps, seed, method, thetas, record_every, spec = _prepare(
         loss, lr, noise, theta0s, dt, steps, method, record_every, seed)
     blowup = positive("blowup", blowup)
-    moments = {"auto": "cov" if loss.dim <= 32 else "var", "cov": "cov", "var": "var",
-               "none": "none"}.get(moments) if isinstance(moments, str) else None
-    if moments is None:
-        raise ValueError("moments must be one of ['auto', 'cov', 'none', 'var']")
+    mom = _moments_code(moments, loss.dim)
     if record_sharpness is None:
         record_sharpness = loss.dim <= 64
     n, d = thetas.shape
@@ -244,13 +332,18 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
     icfg[K.I_SEED] = seed
     icfg[K.I_LKIND] = K.LK_GENERIC if lin is None else lin[0]
     icfg[K.I_PSD_RAISE] = int(spec.psd_raise)
-    icfg[K.I_MOM] = {"none": 0, "var": 1, "cov": 2}[moments]
+    icfg[K.I_MOM] = mom
     icfg[K.I_MB_EIGH] = int(spec.mb_eigh)
     icfg[K.I_PATHS] = int(bool(record_paths))
     icfg[K.I_SHARP] = int(bool(record_sharpness) and lin is None)
 
-    nb = min(n, MAX_BLOCKS)
+    nb = moment_blocks(n, R, d, mom)
     bounds = (np.arange(nb + 1, dtype=np.int64) * n) // nb
+    scalars = 1 + bool(record_grad_norm) + bool(icfg[K.I_SHARP])
+    check_memory(8 * n * R * (scalars + d * bool(record_paths)) + (8 * nb * R * (d * (d if mom == 2 else 1) + d + 1)
+                                                                   if mom else 0) + 8 * n * (2 * d + 8),
+                 f"recording {R:,} records of {n:,} paths", "record less often (record_every), drop the paths "
+                 "(record_theta=False), or use moments='var' or 'none'")
     out_loss = np.full((n, R), np.nan)
     out_gn = np.full((n, R) if record_grad_norm else (0, 0), np.nan)
     out_sharp = np.full((n, R) if icfg[K.I_SHARP] else (0, 0), np.nan)
@@ -259,7 +352,6 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
     out_div = np.full(n, -1, np.int64)
     out_status = np.zeros(n, np.int64)
     out_sval = np.zeros(n)
-    mom = icfg[K.I_MOM]
     mom_sum = np.zeros((nb, R, d) if mom else (0, 0, 0))
     mom_sq = np.zeros((nb, R, d, d if mom == 2 else 1) if mom else (0, 0, 0, 0))
     mom_cnt = np.zeros((nb, R) if mom else (0, 0))
@@ -270,7 +362,7 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
         lkind, lp, lin_H, lin_c, lin_b = K.LK_GENERIC, loss.params, e2, e1, e1
     vX, vy = (lp if lkind == K.LK_LSQ else (e2, e1))
     builtin_mb = spec.kind == MB and spec.pex_fn is None
-    mbX, mby = (spec.mb_params if builtin_mb else (e2, e1))
+    mbX, mby = (spec.mb_params[0], spec.mb_params[1]) if builtin_mb else (e2, e1)
     c = np.ascontiguousarray
     arrays = tuple(c(a, dtype=np.float64) for a in (lin_H, lin_c, lin_b, vX, vy, mbX, mby))
     mbp = tuple(c(a) for a in spec.mb_params)
@@ -281,33 +373,42 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
            1 if (method == "milstein" and not additive) else None,
            1 if method == "srk15" else None,
            None if additive else 1)
+    rngs = np.zeros((n, 4), np.uint64)
+    rng_init_rows(np.uint64(seed), np.uint64(0), rngs)
     common = (*arrays, c(spec.mat, dtype=np.float64), c(spec.vec, dtype=np.float64), fcfg, icfg,
-              rec_steps, thetas, bounds, *outs)
+              rec_steps, thetas, rngs, bounds, *outs)
     if need_generic:
         gen = lin is None
-        kernel = K.generic_kernel(
-            loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
-            loss.hess_fn if (gen and (spec.kind == HESS or record_sharpness)) else None,
-            spec.pex_fn,
-            spec.user_fn if spec.kind == USER_MAT else None,
-            spec.user_fn if spec.kind == USER_DIAG else None,
-            spec.user_fn if spec.kind == USER_COV else None)
-        kernel(*sel, lp, mbp, *common)
+        fns = (loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
+               loss.hess_fn if (gen and (spec.kind == HESS or record_sharpness)) else None,
+               spec.pex_fn,
+               spec.user_fn if spec.kind == USER_MAT else None,
+               spec.user_fn if spec.kind == USER_DIAG else None,
+               spec.user_fn if spec.kind == USER_COV else None)
+        kernel = K.generic_kernel(sel, fns, f"the SDE kernel for ({type(loss).__name__}, {noise!r})")
+
+        def call():
+            kernel(lp, mbp, *common)
     else:
-        K.kernel_builtin(*sel, *common)
+        def call():
+            with compile_headroom():
+                K.kernel_builtin(*sel, *common)
+    # the steps 0 < k ≤ steps in kernel calls over k0 < k ≤ k1 (progress and Ctrl-C between them)
+    plan = CallPlan(steps + 1, max(64, 2 ** 22 // max(1, n * d * (2 if method == 'srk15' else 1))), None, progress)
+    for s0, s1 in plan:
+        icfg[K.I_K0], icfg[K.I_K1] = s0, min(s1, steps)
+        call()
 
-    bad2 = np.flatnonzero(out_status == 2)
-    if bad2.size:
-        i = int(bad2[0])
-        raise ValueError(f"{noise!r}: Σ(θ) is not positive semidefinite (psd='raise') in trajectory {i} "
-                         f"at step {int(out_div[i])}: λ_min = {out_sval[i]:.3g}")
-    bad3 = np.flatnonzero(out_status == 3)
-    if bad3.size:
-        i = int(bad3[0])
-        raise ValueError(f"{noise!r}: the noise function returned an array of the wrong shape "
-                         f"(expected m = {spec.m}) in trajectory {i} at step {int(out_div[i])}")
-
-    diverged = out_status == 1
+    _noise_failure(noise, out_status, out_div, out_sval, spec.m)
+    failed = np.flatnonzero(out_status != 0)
+    if failed.size:  # records from a failure on are NaN (an exception may leave a partial record)
+        blank = rec_steps[None, :] >= out_div[failed, None]
+        for a in (out_loss, out_gn, out_sharp, out_paths):
+            if a.shape[0]:
+                sub = a[failed]
+                sub[blank] = np.nan
+                a[failed] = sub
+    diverged = out_status != 0
     sharp = None
     if record_sharpness:
         if lin is None:
@@ -315,44 +416,90 @@ def simulate(loss, lr, noise, theta0s, dt, steps, method="euler", record_every=N
         else:
             lam = float(np.linalg.eigvalsh(lin[2])[-1])
             sharp = np.where(np.isfinite(out_loss), lam, np.nan)
-    theta_mean = theta_var = theta_cov = n_alive = None
-    if mom:
-        cnt = mom_cnt.sum(axis=0)
-        S1 = mom_sum.sum(axis=0)
-        S2 = mom_sq.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            theta_mean = S1 / cnt[:, None]
-            den = (cnt - 1.0)
-            if mom == 2:
-                theta_cov = (S2 - cnt[:, None, None] * theta_mean[:, :, None] * theta_mean[:, None, :]) \
-                    / den[:, None, None]
-                theta_var = np.diagonal(theta_cov, axis1=1, axis2=2).copy()
-            else:
-                theta_var = (S2[:, :, 0] - cnt[:, None] * theta_mean ** 2) / den[:, None]
-        n_alive = cnt.astype(np.int64)
+    theta_mean, theta_var, theta_cov, n_alive = ensemble_moments(mom_sum, mom_sq, mom_cnt, mom)
     params = {"equation": "dtheta = -lr*grad L dt + sqrt(lr)*B dW (t in GD steps)",
               "loss": type(loss).__name__, "dim": d, "noise": repr(noise), "noise_dim": spec.m,
               "lr": lr, "dt": dt, "steps": steps, "method": method, "record_every": record_every,
               "seed": seed, "n": n, "blowup": blowup}
     extra = {"grad_norm": out_gn} if record_grad_norm else {}
-    return SDEResult(step=rec_steps, final_theta=out_final, loss=out_loss, sharpness=sharp,
-                     diverged=diverged, diverged_at=out_div, lr=None,
-                     theta=out_paths if record_paths else None, extra=extra, params=params,
-                     time=rec_steps * dt, theta_mean=theta_mean, theta_var=theta_var,
-                     theta_cov=theta_cov, n_alive=n_alive)
+    res = SDEResult(step=rec_steps, final_theta=out_final, loss=out_loss, sharpness=sharp,
+                    diverged=diverged, diverged_at=out_div, lr=None, status=out_status,
+                    theta=out_paths if record_paths else None, extra=extra, params=params,
+                    time=rec_steps * dt, theta_mean=theta_mean, theta_var=theta_var,
+                    theta_cov=theta_cov, n_alive=n_alive)
+    if plan.interrupted:  # the records after the last finished call were never made: NaN already
+        res.params["interrupted_after_step"] = min(plan.done, steps)
+        raise RunInterrupted(f"sde.simulate interrupted after {min(plan.done, steps)} of {steps} steps; the "
+                             "records so far are in exc.partial", res)
+    return res
 
 
-def noisy_gd(loss, lr, noise, theta0s, steps, record_every=None, seed=0, record_paths=False,
-             **kwargs) -> SDEResult:
+def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_every=None, seed=0,
+             record_theta=_UNSET, *, moments="auto", track_sharpness=_UNSET, record_grad_norm=True, blowup=1e100,
+             progress=None, **deprecated) -> SDEResult:
     """The noisy GD map θ ← θ − η∇L(θ) + √η·B(θ)ξ (ξ ~ N(0, I_m)) over an ensemble.
 
-    Identical (bit for bit, same streams) to ``simulate(loss, lr, noise, theta0s,
-    dt=1.0, steps, method="euler", ...)``: the map is the Euler–Maruyama scheme of
-    the SDE with dt = 1. With ``Isotropic(σ)`` the added noise is √η·σ·ξ and the
+    GD plus the stepping core's additive noise (:mod:`eosdyn.engine.noise`: per-step
+    covariance ηΣ(θ)), run by the core (:func:`eosdyn.engine.run_map`). The map is the
+    Euler–Maruyama scheme of the SDE with dt = 1, and the result is identical, bit for bit
+    and on the same streams, to ``simulate(loss, lr, noise, theta0s, dt=1.0, steps,
+    method="euler", ...)``. With ``Isotropic(σ)`` the added noise is √η·σ·ξ and the
     stationary variance of a mode with curvature λ (0 < ηλ < 2) is σ²/(λ(2 − ηλ)).
+
+    Arguments as in :func:`simulate` (``rule`` a step size or a GD rule; ``record_theta``,
+    ``track_sharpness``; the old names ``lr``, ``record_paths``, ``record_sharpness`` still
+    work and warn). For another rule with noise, call ``eosdyn.ensemble(loss, rule,
+    theta0s, steps, noise=...)``. ``progress`` as in :func:`eosdyn.simulate`.
     """
-    return simulate(loss, lr, noise, theta0s, 1.0, steps, method="euler", record_every=record_every,
-                    seed=seed, record_paths=record_paths, **kwargs)
+    from ..engine import run_map
+    from ..rules import GD
+
+    given = renamed_keywords("noisy_gd", deprecated, {"rule": rule, "record_theta": record_theta,
+                                                       "track_sharpness": track_sharpness})
+    lr = _required("noisy_gd", "rule", given["rule"])
+    record_paths = False if given["record_theta"] is _UNSET else bool(given["record_theta"])
+    record_sharpness = None if given["track_sharpness"] is _UNSET else given["track_sharpness"]
+    for name, v in (("noise", noise), ("theta0s", theta0s), ("steps", steps)):
+        _required("noisy_gd", name, v)
+    lr, _, steps, seed, _, thetas, record_every, spec = _prepare(
+        loss, lr, noise, theta0s, 1.0, steps, "euler", record_every, seed)
+    blowup = positive("blowup", blowup)
+    mom = _moments_code(moments, loss.dim)
+    if record_sharpness is None:
+        record_sharpness = loss.dim <= 64
+    lin = _linear_data(loss)
+    records = ["loss"] + (["grad_norm"] if record_grad_norm else []) + (["theta"] if record_paths else []) + (
+        ["sharpness"] if (record_sharpness and lin is None) else [])
+    out = run_map(loss, GD(lr), thetas, steps, record_every=record_every, records=records, seed=seed,
+                  noise=noise.plan(loss, thetas[0]), moments=mom, blowup=blowup, kernel="trajectory",
+                  progress=progress)
+    _noise_failure(noise, out.status, out.fail_at, out.fail_value, spec.m)
+    rec = out.records
+    sharp = None
+    if record_sharpness:
+        if lin is None:
+            sharp = rec["sharpness"]
+        else:  # a constant Hessian: λ_max once
+            lam = float(np.linalg.eigvalsh(lin[2])[-1])
+            sharp = np.where(np.isfinite(rec["loss"]), lam, np.nan)
+    theta_mean, theta_var, theta_cov, n_alive = ensemble_moments(*(out.moments or (None, None, None)), mom)
+    n, d = thetas.shape
+    params = {"equation": "theta <- theta - lr*grad L + sqrt(lr)*B xi (noisy GD; EM of the SDE with dt = 1)",
+              "loss": type(loss).__name__, "dim": d, "noise": repr(noise), "noise_dim": spec.m,
+              "lr": lr, "dt": 1.0, "steps": steps, "method": "euler", "record_every": record_every,
+              "seed": seed, "n": n, "blowup": blowup, "generated_kernel": out.generated}
+    res = SDEResult(step=out.step, final_theta=out.thetas, loss=rec["loss"], sharpness=sharp,
+                    diverged=out.status != 0, diverged_at=np.where(out.status != 0, out.fail_at, -1), lr=None,
+                    theta=rec["theta"] if record_paths else None,
+                    extra={"grad_norm": rec["grad_norm"]} if record_grad_norm else {}, params=params,
+                    status=out.status, time=out.step * 1.0, theta_mean=theta_mean, theta_var=theta_var,
+                    theta_cov=theta_cov, n_alive=n_alive)
+    if out.interrupted:
+        from ..engine import RunInterrupted
+
+        raise RunInterrupted(f"noisy_gd interrupted after {out.steps_done - 1} of {steps} steps; the records "
+                             "so far are in exc.partial", res)
+    return res
 
 
 @dataclass

@@ -1,98 +1,58 @@
 """`simulate` (one trajectory, full record) and `ensemble` (n trajectories, decimated).
 
-Both run the kernels of :mod:`eosdyn.sim.kernels` (``ensemble`` picks the blocked,
-SIMD-across-trajectories one where it applies); see that module for the recording and
-divergence conventions.
+Both are the stepping core (:mod:`eosdyn.engine`) with a record: :func:`simulate` records
+everything at every ``record_every`` steps, :func:`ensemble` the loss, the step size and
+the sharpness (and θ on request) and picks the blocked, SIMD-across-trajectories kernel
+where it applies. See :mod:`eosdyn.engine.core` for the recording, divergence and noise
+conventions.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from .._validate import choice, finite_matrix, finite_vector, nonneg_int, positive
+from .._validate import choice, finite_matrix, finite_vector, nonneg_int, positive, seed_value, step_count
+from ..engine import RunInterrupted, run_map
 from ..losses.base import Loss
 from ..rules.base import Rule
-from .kernels import BLOCK, ensemble_kernel
 from .results import EnsembleResult, Trajectory
-
-
-def _check(loss, rule, steps, record_every, seed):
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be an eosdyn Loss, got {type(loss).__name__}")
-    if not isinstance(rule, Rule):
-        raise TypeError(f"rule must be an eosdyn Rule (e.g. eosdyn.rules.GD(lr)), got {type(rule).__name__}")
-    steps = nonneg_int("steps", steps)
-    record_every = nonneg_int("record_every", record_every, minimum=1)
-    seed = nonneg_int("seed", seed)
-    return steps, record_every, seed
-
 
 KERNELS = ("auto", "blocked", "trajectory")
 
 
-def _blocked_unsupported(loss, rule, ck):
-    """Why the blocked kernel cannot run this (loss, rule) pair, or '' if it can."""
-    why = []
-    if getattr(loss, "grad_block_fn", None) is None:
-        why.append(f"{type(loss).__name__} has no grad_block_fn")
-    if getattr(rule, "step_block_fn", None) is None:
-        why.append(f"{type(rule).__name__} has no step_block_fn")
-    if ck > 0:
-        why.append(f"{type(rule).__name__} probes the curvature during the run")
-    return "; ".join(why)
+def check_run(loss, rule, steps, record_every, seed):
+    """The checks every entry point of the map shares: types, step count, stride, seed."""
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be an eosdyn Loss, got {type(loss).__name__}")
+    if not isinstance(rule, Rule):
+        raise TypeError(f"rule must be an eosdyn Rule (e.g. eosdyn.rules.GD(lr)), got {type(rule).__name__}")
+    steps = step_count("steps", steps)
+    record_every = nonneg_int("record_every", record_every, minimum=1)
+    return steps, record_every, seed_value(seed)
 
 
-def _run(loss, rule, thetas, steps, record_every, seed, index_offset, track_sharpness,
-         record_theta, full_series, blowup, states=None, kernel="trajectory"):
-    n, d = thetas.shape
-    R = steps // record_every + 1
-    S = rule.state_size(d)
-    if states is None:
-        states = np.zeros((n, S))
-        if type(rule).init_state is not Rule.init_state:  # the default state is zeros
-            for i in range(n):
-                states[i] = rule.init_state(thetas[i])
-    cmethod, ck = rule.resolved_curvature(d)
-    pre = bool(rule.preconditioned)
-
-    def arr(on, *shape):
-        return np.full((n,) + (shape if on else (0,) * len(shape)), np.nan)
-
-    out_theta = arr(record_theta, R, d)
-    out_loss = np.full((n, R), np.nan)
-    out_gn = arr(full_series, R)
-    out_sharp = arr(track_sharpness, R)
-    out_l2 = arr(track_sharpness and full_series, R)
-    out_lr = np.full((n, R), np.nan)
-    out_psharp = arr(track_sharpness and pre, R)
-    diverged_at = np.full(n, -1, np.int64)
-    value_fn, grad_into_fn, hess_fn, hvp_fn, params = loss.kernel_functions()
-    why = _blocked_unsupported(loss, rule, ck)
-    if kernel == "blocked" and why:
-        raise ValueError(f"kernel='blocked' cannot run this pair: {why}; use kernel='auto' or 'trajectory'")
-    used = "blocked" if (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) else "trajectory"
-    t0 = time.perf_counter()
-    if used == "blocked":
-        run = ensemble_kernel(value_fn, loss.grad_block_fn, hess_fn, rule.step_fn, rule.step_block_fn,
-                              rule.precond_fn, kind="blocked")
-        run(params, rule.hyper, thetas, states, steps, record_every, bool(track_sharpness), pre,
-            float(blowup), BLOCK, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp,
-            diverged_at)
-    else:
-        run = ensemble_kernel(value_fn, grad_into_fn, hess_fn, hvp_fn, rule.step_fn, rule.precond_fn)
-        run(params, rule.hyper, thetas, states, steps, record_every, np.uint64(seed),
-            np.uint64(index_offset), cmethod, ck, rule.curvature_every, rule.lanczos_steps,
-            rule.hutchinson_samples, bool(track_sharpness), pre, float(blowup),
-            out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, diverged_at)
-    wall = time.perf_counter() - t0
-    step_idx = np.arange(R) * record_every
-    return dict(thetas=thetas, states=states, step=step_idx, theta=out_theta, loss=out_loss,
-                grad_norm=out_gn, sharpness=out_sharp, lambda2=out_l2, lr=out_lr,
-                psharp=out_psharp, diverged_at=diverged_at, wall=wall, kernel=used)
+#: the dimension up to which the simulators track the sharpness by default
+TRACK_MAX_DIM = 64
 
 
-def _params(loss, rule, steps, record_every, seed, **more):
+def default_tracking(track_sharpness, loss) -> bool:
+    """``track_sharpness`` with None meaning "for d ≤ 64" (every simulator's default)."""
+    return loss.dim <= TRACK_MAX_DIM if track_sharpness is None else bool(track_sharpness)
+
+
+def noise_plan(noise, loss, theta0):
+    """The core's :class:`~eosdyn.engine.NoisePlan` of a noise model (None for no noise)."""
+    if noise is None:
+        return None
+    from ..sde.noise import NoiseModel
+
+    if not isinstance(noise, NoiseModel):
+        raise TypeError(f"noise must be an eosdyn.sde noise model (Isotropic, ConstantMatrix, HessianAligned, "
+                        f"CallableNoise, MinibatchNoise) or None, got {type(noise).__name__}")
+    return noise.plan(loss, theta0)
+
+
+def run_params(loss, rule, steps, record_every, seed, **more):
+    """The ``params`` every result of the map carries."""
     p = {"loss": type(loss).__name__, "dim": loss.dim, "rule": type(rule).__name__,
          "steps": steps, "record_every": record_every, "seed": seed}
     p.update({f"rule_{k}": v for k, v in rule.hyperparameters().items()})
@@ -100,8 +60,14 @@ def _params(loss, rule, steps, record_every, seed, **more):
     return p
 
 
-def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpness=True,
-             stream_index=0, blowup=1e100, record_theta=True) -> Trajectory:
+def _status_names(out):
+    from ..engine.core import STATUS_NAMES
+
+    return STATUS_NAMES.get(int(out.status[0]), "failed")
+
+
+def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpness=None,
+             stream_index=0, blowup=1e100, record_theta=True, noise=None, progress=None) -> Trajectory:
     """Run the discrete map θ_{t+1} = F(θ_t) of ``rule`` on ``loss`` from ``theta0``.
 
     Parameters
@@ -113,56 +79,79 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
         Number of updates.
     record_every : int >= 1
         Record the state after every k-th update (records at 0, k, 2k, … ≤ steps).
-    seed : int >= 0
-        Seed of the random stream (used by stochastic rules and random probes).
+    seed : int in [0, 2**63)
+        Seed of the random stream (used by stochastic rules, random probes and noise).
         The stream of a run is keyed on (seed, stream_index).
-    track_sharpness : bool
+    track_sharpness : bool, optional
         Record λ₁ and λ₂ of the Hessian (exact eigh) and, for preconditioned
-        rules, λ_max(P⁻¹H), at every record.
+        rules, λ_max(P⁻¹H), at every record. Default: for d ≤ 64 (as in
+        :func:`ensemble` and :func:`eosdyn.sde.simulate`).
     blowup : float
         A trajectory is declared diverged when |θᵢ| ≥ blowup or a loss/gradient
-        value is not finite; it stops there and later records are NaN.
+        value is not finite (or computing one raises); it stops there, its records
+        from that step on are NaN and ``final_theta`` is the last state that passed.
+    noise : an :mod:`eosdyn.sde` noise model, optional
+        Adds √η_t·B(θ_t)ξ_t to every step (η_t the step size in force; covariance
+        η_tΣ(θ_t) per step — the convention of :mod:`eosdyn.engine.noise`). With GD this
+        is the noisy GD map of :func:`eosdyn.sde.noisy_gd`.
+    progress : callable(done, total), optional
+        Called between the kernel calls a long run is cut into (states done, total).
 
     Returns
     -------
     Trajectory
         ``step``, ``theta``, ``loss``, ``grad_norm``, ``sharpness``, ``lambda2``,
         ``lr`` (the step size in force at each record), ``preconditioned_sharpness``,
-        ``diverged``, ``diverged_at``; ``.to_xarray()``.
+        ``diverged``, ``diverged_at``, ``status``; ``.to_xarray()``.
+
+    Ctrl-C stops the run between kernel calls and raises
+    :class:`eosdyn.engine.RunInterrupted`, whose ``partial`` is the Trajectory so far.
     """
-    steps, record_every, seed = _check(loss, rule, steps, record_every, seed)
-    stream_index = nonneg_int("stream_index", stream_index)
+    steps, record_every, seed = check_run(loss, rule, steps, record_every, seed)
+    track_sharpness = default_tracking(track_sharpness, loss)
+    stream_index = seed_value(stream_index, "stream_index")
     blowup = positive("blowup", blowup)
-    theta = finite_vector("theta0", theta0, loss.dim)[None, :].copy()
-    out = _run(loss, rule, theta, steps, record_every, seed, stream_index, track_sharpness,
-               record_theta, True, blowup)
-    div = int(out["diverged_at"][0])
-    pre = rule.preconditioned and track_sharpness
-    return Trajectory(
-        step=out["step"], loss=out["loss"][0],
-        theta=out["theta"][0] if record_theta else None,
-        grad_norm=out["grad_norm"][0],
-        sharpness=out["sharpness"][0] if track_sharpness else None,
-        lambda2=out["lambda2"][0] if track_sharpness else None,
-        lr=out["lr"][0],
-        preconditioned_sharpness=out["psharp"][0] if pre else None,
-        diverged=div >= 0, diverged_at=div, final_theta=out["thetas"][0],
-        params=_params(loss, rule, steps, record_every, seed, stream_index=stream_index,
-                       wall_time=out["wall"]),
+    theta = finite_vector("theta0", theta0, loss.dim)[None, :]
+    pre = bool(rule.preconditioned and track_sharpness)
+    records = ["loss", "grad_norm", "lr"] + (["theta"] if record_theta else []) + (
+        ["sharpness", "lambda2"] + (["psharp"] if pre else []) if track_sharpness else [])
+    out = run_map(loss, rule, theta, steps, record_every=record_every, records=records, seed=seed,
+                  index0=stream_index, blowup=blowup, noise=noise_plan(noise, loss, theta[0]),
+                  kernel="trajectory", progress=progress)
+    rec = out.records
+    div = int(out.fail_at[0]) if out.status[0] != 0 else -1
+    tr = Trajectory(
+        step=out.step, loss=rec["loss"][0],
+        theta=rec["theta"][0] if record_theta else None,
+        grad_norm=rec["grad_norm"][0],
+        sharpness=rec["sharpness"][0] if track_sharpness else None,
+        lambda2=rec["lambda2"][0] if track_sharpness else None,
+        lr=rec["lr"][0],
+        preconditioned_sharpness=rec["psharp"][0] if pre else None,
+        diverged=div >= 0, diverged_at=div, final_theta=out.thetas[0], status=_status_names(out),
+        params=run_params(loss, rule, steps, record_every, seed, stream_index=stream_index, wall_time=out.wall,
+                          generated_kernel=out.generated,
+                          noise=None if noise is None else repr(noise)),
     )
+    if out.interrupted:
+        raise RunInterrupted(f"simulate interrupted after {out.steps_done - 1} of {steps} steps; "
+                             "the records so far are in exc.partial", tr)
+    return tr
 
 
-def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta=False,
-             track_sharpness=True, blowup=1e100, kernel="auto") -> EnsembleResult:
+def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_theta=False,
+             track_sharpness=None, blowup=1e100, kernel="auto", noise=None, progress=None) -> EnsembleResult:
     """Run n trajectories of the map in parallel (numba ``prange``), recording decimated statistics.
 
-    ``theta0s`` has shape (n, d). Trajectory i uses the random stream (seed, i)
+    ``theta0s`` has shape (n, d), n ≥ 1. Trajectory i uses the random stream (seed, i)
     and is bit-identical to ``simulate(..., seed=seed, stream_index=i)``, for any
-    number of threads. Records every ``record_every`` steps: ``loss``, ``lr`` and
-    (if ``track_sharpness``) ``sharpness`` as (n, R) arrays; full paths θ (n, R, d)
-    only with ``record_theta=True``. A trajectory that overflows or produces NaN
-    is flagged in ``diverged``/``diverged_at`` and stopped; its later records are
-    NaN and :meth:`EnsembleResult.mean` ignores them.
+    number of threads. Records every ``record_every`` steps (default ``steps // 100``, at
+    least 1, as in :func:`eosdyn.sde.simulate`): ``loss``, ``lr`` and (if
+    ``track_sharpness``, by default for d ≤ 64) ``sharpness`` as (n, R) arrays; full paths
+    θ (n, R, d) only with ``record_theta=True``. A trajectory that overflows, produces NaN or raises
+    is flagged in ``diverged``/``diverged_at``/``status`` and stopped; its records from
+    then on are NaN and :meth:`EnsembleResult.mean` ignores them; every other trajectory
+    is computed. ``noise`` and ``progress`` are as in :func:`simulate`.
 
     ``kernel`` picks the compiled loop; the results are bit-identical either way:
 
@@ -171,24 +160,35 @@ def ensemble(loss, rule, theta0s, steps, record_every=1, seed=0, *, record_theta
       gradient and the step vectorised (SIMD) across the block. Needs a loss with
       ``grad_block_fn`` (Quadratic, ScalarNet, from_sympy losses, …) and a rule with
       ``step_block_fn`` and no in-run curvature probe (GD, HeavyBall, Nesterov, NormalizedGD,
-      Adam);
-      raises ValueError otherwise;
+      Adam), and no noise; raises ValueError otherwise;
     - ``"auto"`` (default): blocked where possible, else trajectory.
 
     ``params["kernel"]`` of the result says which one ran.
     """
-    steps, record_every, seed = _check(loss, rule, steps, record_every, seed)
+    if record_every is None:
+        record_every = max(1, nonneg_int("steps", steps) // 100)
+    steps, record_every, seed = check_run(loss, rule, steps, record_every, seed)
+    track_sharpness = default_tracking(track_sharpness, loss)
     blowup = positive("blowup", blowup)
     kernel = choice("kernel", kernel, KERNELS)
-    thetas = finite_matrix("theta0s", theta0s, loss.dim).copy()
-    out = _run(loss, rule, thetas, steps, record_every, seed, 0, track_sharpness,
-               record_theta, False, blowup, kernel=kernel)
-    div = out["diverged_at"]
-    return EnsembleResult(
-        step=out["step"], final_theta=out["thetas"], loss=out["loss"],
-        sharpness=out["sharpness"] if track_sharpness else None,
-        diverged=div >= 0, diverged_at=div, lr=out["lr"],
-        theta=out["theta"] if record_theta else None,
-        params=_params(loss, rule, steps, record_every, seed, n=thetas.shape[0],
-                       wall_time=out["wall"], kernel=out["kernel"]),
+    thetas = finite_matrix("theta0s", theta0s, loss.dim)
+    if thetas.shape[0] == 0:
+        raise ValueError("theta0s must hold at least one start: shape (n, d) with n >= 1, got (0, d)")
+    records = ["loss", "lr"] + (["theta"] if record_theta else []) + (["sharpness"] if track_sharpness else [])
+    out = run_map(loss, rule, thetas, steps, record_every=record_every, records=records, seed=seed,
+                  blowup=blowup, noise=noise_plan(noise, loss, thetas[0]), kernel=kernel, progress=progress)
+    rec = out.records
+    div = np.where(out.status != 0, out.fail_at, -1)
+    res = EnsembleResult(
+        step=out.step, final_theta=out.thetas, loss=rec["loss"],
+        sharpness=rec["sharpness"] if track_sharpness else None,
+        diverged=out.status != 0, diverged_at=div, lr=rec["lr"],
+        theta=rec["theta"] if record_theta else None, status=out.status,
+        params=run_params(loss, rule, steps, record_every, seed, n=thetas.shape[0], wall_time=out.wall,
+                          kernel=out.kernel, generated_kernel=out.generated,
+                          noise=None if noise is None else repr(noise)),
     )
+    if out.interrupted:
+        raise RunInterrupted(f"ensemble interrupted after {out.steps_done - 1} of {steps} steps; "
+                             "the records so far are in exc.partial", res)
+    return res

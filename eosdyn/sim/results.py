@@ -5,11 +5,13 @@ model); `EnsembleResult` holds decimated statistics of n runs. Both turn into an
 ``xarray.Dataset`` (``.to_xarray()``) that carries the run's parameters and the
 eosdyn version as attributes, and can be written with ``.save(path)`` (NetCDF).
 
-Divergence convention: a trajectory that overflows or produces NaN is flagged
-(``diverged``, ``diverged_at`` = the step at which it was detected) and stopped;
-its records after that step are NaN. Statistics over an ensemble
-(:meth:`EnsembleResult.mean`) use only the records that are finite, so a NaN
-never spreads into them.
+Divergence convention (the stepping core's one rule, :mod:`eosdyn.engine.core`): a
+trajectory whose state fails — it overflows, produces NaN, or computing it raises — is
+flagged (``diverged``; ``diverged_at`` = the step of the first state that failed;
+``status`` = the reason) and stopped; its records from that step on are NaN and its
+``final_theta`` is the last state that passed. Statistics over an ensemble
+(:meth:`EnsembleResult.mean`) use only the records that are finite, so a NaN never
+spreads into them.
 """
 from __future__ import annotations
 
@@ -52,10 +54,11 @@ class Trajectory:
     ``None`` when not recorded), ``loss``, ``grad_norm``, ``sharpness`` (λ₁ of the
     Hessian, largest algebraic), ``lambda2`` (λ₂), ``lr`` (the step size in force),
     ``preconditioned_sharpness`` (λ_max(P⁻¹H) for preconditioned rules, else None),
-    ``diverged`` / ``diverged_at`` (step index or -1), ``final_theta`` (θ after the
-    last step, or at divergence, whether or not that step was recorded), ``extra`` (name -> (R,) or
-    (R, ...) arrays, e.g. a trainer's accuracy or wall time), ``params`` (the run's
-    settings, stored as attributes).
+    ``diverged`` / ``diverged_at`` (step index or -1), ``status`` ("ok", or why the run
+    stopped: "diverged", "exception", …), ``final_theta`` (θ after the last step, or the
+    last state that passed the divergence check, whether or not that step was recorded),
+    ``extra`` (name -> (R,) or (R, ...) arrays, e.g. a trainer's accuracy or wall time),
+    ``params`` (the run's settings, stored as attributes).
     """
 
     step: np.ndarray
@@ -71,6 +74,7 @@ class Trajectory:
     extra: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     final_theta: np.ndarray | None = None
+    status: str = "ok"
 
     _SERIES = ("loss", "grad_norm", "sharpness", "lambda2", "lr", "preconditioned_sharpness")
 
@@ -95,7 +99,7 @@ class Trajectory:
             dims = ("step",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim))
             data[name] = (dims, arr)
         attrs = _attrs(self.params)
-        attrs.update(diverged=int(self.diverged), diverged_at=int(self.diverged_at))
+        attrs.update(diverged=int(self.diverged), diverged_at=int(self.diverged_at), status=self.status)
         return xr.Dataset(data, coords={"step": np.asarray(self.step)}, attrs=attrs)
 
     def save(self, path):
@@ -107,10 +111,12 @@ class Trajectory:
 class EnsembleResult:
     """Decimated statistics of n trajectories recorded every ``record_every`` steps.
 
-    ``final_theta`` (n, d) is θ at the end (or at divergence); ``loss``,
-    ``sharpness`` and ``lr`` are (n, R) arrays (NaN after a trajectory's divergence);
-    ``diverged`` (n,) bool, ``diverged_at`` (n,) int (-1 if not); ``theta`` (n, R, d)
-    only when full paths were asked for.
+    ``final_theta`` (n, d) is θ at the end (or the last state that passed, for a
+    trajectory that failed); ``loss``, ``sharpness`` and ``lr`` are (n, R) arrays (NaN from
+    a trajectory's failure on); ``diverged`` (n,) bool, ``diverged_at`` (n,) int (-1 if
+    not); ``status`` (n,) int, the reason code of each (0 = ok; :attr:`reasons` names them);
+    ``theta`` (n, R, d) only when full paths were asked for. :meth:`trajectory` gives one
+    member as a :class:`Trajectory`.
     """
 
     step: np.ndarray
@@ -123,10 +129,38 @@ class EnsembleResult:
     theta: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    status: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return self.final_theta.shape[0]
+
+    @property
+    def reasons(self) -> list:
+        """Why each trajectory stopped: "ok", "diverged", "exception", … (one string each)."""
+        from ..engine.core import STATUS_NAMES
+
+        codes = self.status if self.status is not None else np.where(self.diverged, 1, 0)
+        return [STATUS_NAMES.get(int(c), f"status {int(c)}") for c in codes]
+
+    def trajectory(self, i: int) -> Trajectory:
+        """Trajectory ``i`` of the ensemble as a :class:`Trajectory` (copies of its records)."""
+        i = int(i)
+        if not -self.n <= i < self.n:
+            raise IndexError(f"trajectory index {i} out of range for an ensemble of {self.n}")
+        i %= self.n
+
+        def row(a):
+            return None if a is None else np.array(a[i])
+
+        gn = self.extra.get("grad_norm")
+        return Trajectory(step=self.step.copy(), loss=row(self.loss), theta=row(self.theta),
+                          grad_norm=row(gn), sharpness=row(self.sharpness), lr=row(self.lr),
+                          diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]),
+                          final_theta=np.array(self.final_theta[i]), status=self.reasons[i],
+                          extra={k: np.array(v[i]) for k, v in self.extra.items()
+                                 if k != "grad_norm" and np.ndim(v) >= 2},
+                          params=dict(self.params, trajectory=i))
 
     @property
     def converged_fraction(self) -> float:
@@ -151,6 +185,8 @@ class EnsembleResult:
             "diverged": ("trajectory", self.diverged.astype(np.int8)),
             "diverged_at": ("trajectory", self.diverged_at),
         }
+        if self.status is not None:
+            data["status"] = ("trajectory", np.asarray(self.status, dtype=np.int8))
         if self.sharpness is not None:
             data["sharpness"] = (("trajectory", "step"), self.sharpness)
         if self.lr is not None:

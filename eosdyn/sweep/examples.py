@@ -1,10 +1,14 @@
 """A ready-made point function for sweeps, the CLI example and the sweep benchmark.
 
 :func:`noisy_gd_quadratic` runs an ensemble of gradient-descent trajectories with
-additive Gaussian gradient noise on the diagonal quadratic
+additive Gaussian gradient noise of standard deviation σ on the diagonal quadratic
 L(θ) = ½ Σ_i λ_i θ_i², λ_i = λ_max (i+1)/d:
 
     θ_{t+1} = θ_t − η (H θ_t + σ ξ_t),   ξ_t ~ N(0, I_d),   θ_0 = (1, …, 1).
+
+It is the stepping core's GD with its additive noise (:func:`eosdyn.ensemble` with
+``noise=Isotropic(σ√η)``): in the core's convention (:mod:`eosdyn.engine.noise`) a step
+adds √η·B ξ, so gradient noise ησξ is B = σ√η·I, per-step covariance η²σ²I.
 
 Closed forms it is tested against (each coordinate is an AR(1) process with factor
 1 − ηλ_i):
@@ -23,40 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from numba import njit, prange
 
-from .._rng import RNG_STATE_SIZE, rng_fill_normal, rng_init
 from .._validate import nonneg_int, positive
 
 __all__ = ["noisy_gd_quadratic"]
-
-
-@njit(cache=True, parallel=True)
-def _noisy_gd_kernel(eta, sigma, seed, eigs, steps, record_every, out):
-    n_traj, n_rec = out.shape
-    d = eigs.shape[0]
-    for k in prange(n_traj):
-        s = np.empty(RNG_STATE_SIZE, np.uint64)
-        rng_init(np.uint64(seed), np.uint64(k), s)
-        theta = np.ones(d)
-        xi = np.empty(d)
-        r = 0
-        for t in range(steps + 1):
-            if t % record_every == 0:
-                loss = 0.0
-                for i in range(d):
-                    loss += 0.5 * eigs[i] * theta[i] * theta[i]
-                out[k, r] = loss
-                r += 1
-            if t == steps:
-                break
-            if sigma > 0.0:
-                rng_fill_normal(s, xi)
-            for i in range(d):
-                g = eigs[i] * theta[i]
-                if sigma > 0.0:
-                    g += sigma * xi[i]
-                theta[i] -= eta * g
 
 
 def noisy_gd_quadratic(eta, sigma=0.0, seed=0, n_traj=256, steps=200, dim=8, lam_max=1.0, record_every=10):
@@ -64,8 +38,14 @@ def noisy_gd_quadratic(eta, sigma=0.0, seed=0, n_traj=256, steps=200, dim=8, lam
 
     Returns an :class:`xarray.Dataset` with ``loss`` (ensemble mean of L(θ_t), every
     ``record_every`` steps, along ``step``), ``final_loss`` (its last value) and
-    ``diverged`` (fraction of trajectories whose final loss is not finite or > 1e12).
+    ``diverged`` (fraction of trajectories that diverged or whose final loss is > 1e12).
     """
+    import eosdyn
+
+    from ..losses import Quadratic
+    from ..rules import GD
+    from ..sde.noise import Isotropic
+
     eta = positive("eta", eta)
     sigma = positive("sigma", sigma, allow_zero=True)
     seed = nonneg_int("seed", seed)
@@ -75,19 +55,18 @@ def noisy_gd_quadratic(eta, sigma=0.0, seed=0, n_traj=256, steps=200, dim=8, lam
     lam_max = positive("lam_max", lam_max)
     record_every = nonneg_int("record_every", record_every, minimum=1)
     eigs = lam_max * np.arange(1, dim + 1, dtype=np.float64) / dim
-    n_rec = steps // record_every + 1
-    out = np.empty((n_traj, n_rec))
-    with np.errstate(over="ignore", invalid="ignore"):
-        _noisy_gd_kernel(eta, sigma, seed, eigs, steps, record_every, out)
-        final = out[:, -1]
-        diverged = float(np.mean(~np.isfinite(final) | (final > 1e12)))
-        mean_loss = out.mean(axis=0)
+    res = eosdyn.ensemble(Quadratic(eigs=eigs), GD(eta), np.ones((n_traj, dim)), steps, record_every=record_every,
+                          seed=seed, track_sharpness=False,
+                          noise=Isotropic(sigma * np.sqrt(eta)) if sigma > 0 else None)
+    final = res.loss[:, -1]
+    diverged = float(np.mean(res.diverged | ~np.isfinite(final) | (final > 1e12)))
+    mean_loss = res.loss.mean(axis=0)
     return xr.Dataset(
         {
             "loss": ("step", mean_loss),
             "final_loss": mean_loss[-1],
             "diverged": diverged,
         },
-        coords={"step": np.arange(n_rec) * record_every},
+        coords={"step": res.step},
         attrs={"lam_max": lam_max, "dim": dim, "n_traj": n_traj},
     )
