@@ -9,7 +9,9 @@
   (SGD with/without momentum, Adam, AdamW; full-batch GD = SGD on one batch).
 - Trainer: :func:`train`, which tracks λ₁, λ₂, the gap, the preconditioned sharpness,
   the step size in force, HVP counts and wall time, checkpoints and resumes, and returns
-  the same :class:`~eosdyn.sim.results.Trajectory` as the toy simulator.
+  the same :class:`~eosdyn.sim.results.Trajectory` as the toy simulator. Its parts serve a
+  hand-written loop too: :class:`CurvatureTracker` (the measurements) and
+  :class:`Checkpointer` (checkpoints written only for a state whose loss was finite).
 - Models, losses and offline data: :class:`MLP`, :class:`SmallCNN`, :func:`mse_loss`
   (½·sum over outputs·mean over examples), :func:`cross_entropy_loss`, :func:`digits`,
   :func:`teacher_student`, :func:`gaussian_mixture`, :func:`function_fitting`,
@@ -17,16 +19,18 @@
 
 Everything runs on the model's own device and dtype; nothing is hard-wired to CUDA.
 """
+from .checkpoint import Checkpointer
 from .curvature import SharpnessResult, preconditioned_sharpness, sharpness
 from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
 from .optim import DCAO, EoSAda, NonFiniteLossError
+from .tracker import CurvatureTracker
 from .train import train
 
 __all__ = [
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
-    "EoSAda", "DCAO", "NonFiniteLossError", "train",
+    "EoSAda", "DCAO", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
     "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
 ]

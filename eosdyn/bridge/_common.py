@@ -53,10 +53,6 @@ def model_device_dtype(model):
     return common_device_dtype(trainable_parameters(model), "model")
 
 
-def n_elements(params) -> int:
-    return sum(p.numel() for p in params)
-
-
 def flatten(tensors) -> torch.Tensor:
     """Concatenate tensors into one flat vector (row-major)."""
     return torch.cat([t.reshape(-1) for t in tensors])

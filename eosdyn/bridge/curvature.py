@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._validate import nonneg_int, positive
+from ..curvature.operators import positive_diagonal, preconditioned
 from ._common import check_flat_vector, flatten
 from .hvp import HessianOperator
 
@@ -261,9 +262,7 @@ def preconditioner_vector(preconditioner, params) -> torch.Tensor:
         P = flatten(preconditioner).to(device=device, dtype=dtype)
     else:
         P = check_flat_vector("preconditioner", preconditioner, n, device, dtype)
-    if not bool(torch.isfinite(P).all()) or not bool((P > 0).all()):
-        raise ValueError("preconditioner must be finite and > 0 everywhere (a diagonal P ≻ 0)")
-    return P
+    return positive_diagonal("preconditioner", P, n)
 
 
 def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v0=None,
@@ -278,15 +277,12 @@ def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v
     step, θ ← θ − η P⁻¹ m̂; or the diagonal itself, as a flat tensor (n,) or a list of
     tensors shaped like the parameters.
 
-    Computed as the eigenvalues of the symmetric P^(-1/2) H P^(-1/2) (similar to P⁻¹H),
-    by Lanczos on the device. Other arguments as in :func:`sharpness`.
+    Computed as the eigenvalues of the symmetric P^(-1/2) H P^(-1/2) (similar to P⁻¹H; the
+    operator is :func:`eosdyn.curvature.preconditioned`), by Lanczos on the device. Other
+    arguments as in :func:`sharpness`. Every entry of P must be finite and > 0 (a zero would
+    make λ_max(P⁻¹H) undefined): ValueError otherwise.
     """
     op = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
     P = preconditioner_vector(preconditioner, op.params)
-    s = torch.rsqrt(P)
-
-    def matvec(u):
-        return s * op.matvec(s * u)
-
-    return _run(op, matvec, k, v0, tol, max_iter, method, seed, True,
+    return _run(op, preconditioned(op, P), k, v0, tol, max_iter, method, seed, True,
                 extra={"preconditioner": type(preconditioner).__name__}, eigval_tol=eigval_tol)

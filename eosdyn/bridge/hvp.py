@@ -48,8 +48,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .._validate import choice
-from ._common import (as_batches, check_flat_vector, common_device_dtype, flatten, has_batchnorm,
-                      named_trainable_parameters, unflatten)
+from ._common import (
+    as_batches,
+    check_flat_vector,
+    common_device_dtype,
+    flatten,
+    has_batchnorm,
+    named_trainable_parameters,
+    unflatten,
+)
 
 HVP_METHODS = ("auto", "func", "double_backward", "graph")
 
@@ -197,8 +204,10 @@ class HessianOperator:
 
     # --------------------------------------------------------------------- public
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for a flat vector ``v`` (model.parameters() order, trainable only)."""
+        """H v for a flat vector ``v`` (model.parameters() order, trainable only, finite)."""
         v = check_flat_vector("v", v, self.dim, self.device, self.dtype)
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("v must be finite: it has NaN or infinite entries, and H v would be NaN")
         vs = unflatten(v, self.params)
         total = None
         for i, ((x, y), w) in enumerate(zip(self.data.batches, self.data.weights)):
@@ -235,7 +244,8 @@ def hvp(model, loss_fn, data, v, method: str = "auto", return_info: bool = False
     data : (inputs, targets) pair or iterable of such pairs
         The data set; batches are weighted by their share of the examples, n_b/N.
     v : tensor (n,)
-        A flat vector over the trainable parameters in ``model.parameters()`` order.
+        A finite flat vector over the trainable parameters in ``model.parameters()`` order
+        (NaN or inf: ValueError).
     method : {"auto", "func", "double_backward", "graph"}
         Forward-over-reverse through ``torch.func`` ("func"), double backward, or the
         former with the latter as fallback ("auto").

@@ -54,7 +54,7 @@ import time
 import numpy as np
 import torch
 
-from .._validate import choice, in_range, nonneg_int, positive
+from .._validate import choice, in_range, nonneg_int, pair, positive
 from ..rules.schedules import dcao_hyperparameters, eosada_lr, eosada_noise
 from ._common import common_device_dtype, flatten, unflatten
 
@@ -216,6 +216,20 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         return grads, val
 
     # ---------------------------------------------------------------- state
+    def _by_group(self, grads):
+        """(group index, group, [(parameter, gradient), …]) per param group: ``grads`` lists one
+        gradient per trainable parameter, in order; parameters without one are skipped."""
+        it = iter(grads)
+        for gi, group in enumerate(self.param_groups):
+            pairs = []
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                g = next(it)
+                if g is not None:
+                    pairs.append((p, g))
+            yield gi, group, pairs
+
     def _extra_state(self) -> dict:
         return {
             "step": self._step_count,
@@ -258,12 +272,18 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
 class EoSAda(_CurvatureOptimizer):
     """EoS-Ada (the proposal's adaptive rule) as a torch optimizer.
 
-        η_t = α / (λ_max + ε),   σ_t = β · exp(−γ · λ_max),
+        η_t = α / (|λ_max| + ε),   σ_t = β · exp(−γ · λ_max),
         θ ← θ − η_t ∇L(θ) + σ_t ξ,   ξ ~ N(0, I)
 
-    (α = ``alpha``, ε = ``eps``, β = ``noise_scale``, γ = ``noise_decay``), with η_t and σ_t
+    (α = ``alpha``, ε = ``eps`` > 0, β = ``noise_scale``, γ = ``noise_decay``), with η_t and σ_t
     from :func:`eosdyn.rules.schedules.eosada_lr` / :func:`~eosdyn.rules.schedules.eosada_noise`,
-    λ_max the probed sharpness (largest algebraic Hessian eigenvalue). Identical to the toy
+    λ_max the probed sharpness (largest algebraic Hessian eigenvalue).
+
+    Negative curvature: the proposal assumes λ_max > 0. Where the probed λ_max is negative (a
+    concave region, e.g. near a saddle or a maximum), α/(λ_max + ε) would be a negative step,
+    i.e. gradient *ascent*; the schedule uses |λ_max| instead, so η_t stays positive and
+    bounded by α/|λ_max|, and the move is a descent step. ε = 0 is allowed; where
+    |λ_max| + ε = 0 (a flat probe) the step is defined as 0, as in the toy rule. Identical to the toy
     rule :class:`eosdyn.rules.EoSAda` with the same arguments (defaults too: probe every step,
     ``curvature_every=1``, ``lanczos_steps=20``). The toy rule's "power" and "hutchinson"
     estimators are not offered here; "lanczos" and "exact" are.
@@ -280,7 +300,8 @@ class EoSAda(_CurvatureOptimizer):
 
     def __init__(self, params, alpha=1.9, eps=1e-8, noise_scale=0.0, noise_decay=0.0,
                  curvature="lanczos", curvature_every=1, lanczos_steps=20, tol=None, seed=0):
-        defaults = dict(alpha=positive("alpha", alpha), eps=positive("eps", eps, allow_zero=True),
+        eps = positive("eps", eps, allow_zero=True)
+        defaults = dict(alpha=positive("alpha", alpha), eps=eps,
                         noise_scale=positive("noise_scale", noise_scale, allow_zero=True),
                         noise_decay=in_range("noise_decay", noise_decay, -np.inf, np.inf))
         super().__init__(params, defaults, 1, curvature_every, lanczos_steps, curvature, tol, seed)
@@ -298,16 +319,10 @@ class EoSAda(_CurvatureOptimizer):
         probe = self.needs_closure
         grads, loss = self._gradients(closure, probe_closure, probe)
         lam = float(self._eigs[0])
-        it = iter(grads)
-        for gi, group in enumerate(self.param_groups):
+        for gi, group, pairs in self._by_group(grads):
             lr = float(eosada_lr(lam, group["alpha"], group["eps"]))
             sigma = float(eosada_noise(lam, group["noise_scale"], group["noise_decay"]))
-            for p in group["params"]:
-                if not p.requires_grad:
-                    continue
-                g = next(it)
-                if g is None:
-                    continue
+            for p, g in pairs:
                 p.add_(g, alpha=-lr)
                 if sigma != 0.0:
                     xi = torch.randn(p.shape, generator=self._gen(), device=p.device, dtype=p.dtype)
@@ -362,9 +377,7 @@ class DCAO(_CurvatureOptimizer):
                  curvature_every=100, lanczos_steps=20, curvature="lanczos", variant="refined",
                  v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0):
         lr = positive("lr", lr)
-        if len(tuple(lr_factor_range)) != 2:
-            raise ValueError(f"lr_factor_range must be a pair (low, high), got {lr_factor_range!r}")
-        lo, hi = lr_factor_range
+        lo, hi = pair("lr_factor_range", lr_factor_range)
         lo = positive("lr_factor_range[0]", lo)
         hi = positive("lr_factor_range[1]", hi)
         if lo > hi:
@@ -400,15 +413,9 @@ class DCAO(_CurvatureOptimizer):
         """One DCAO update; returns the closure's loss (a float) or None without closure."""
         probe = self.needs_closure
         grads, loss = self._gradients(closure, probe_closure, probe)
-        it = iter(grads)
-        for gi, group in enumerate(self.param_groups):
+        for gi, group, pairs in self._by_group(grads):
             lr, mom, wd = self.schedule(group)
-            for p in group["params"]:
-                if not p.requires_grad:
-                    continue
-                g = next(it)
-                if g is None:
-                    continue
+            for p, g in pairs:
                 st = self.state[p]
                 buf = st.get("momentum_buffer")
                 if buf is None:

@@ -13,11 +13,15 @@ parameters after t updates. ``loss``/``accuracy`` are those of the batch used by
 t + 1 (the whole set for full-batch training), evaluated at θ_t; ``lr`` is the step size
 in force in update t + 1 (the last one used, at t = steps); curvature columns are NaN at
 records that were not tracked.
+
+Three parts, each usable on its own: :class:`~eosdyn.bridge.tracker.CurvatureTracker` (the
+curvature measurements), :class:`~eosdyn.bridge.checkpoint.Checkpointer` (checkpoints that
+only ever hold a state whose loss was finite) and the loop here, which runs the optimizer,
+records and times it.
 """
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -28,13 +32,11 @@ import torch
 from .._validate import nonneg_int, positive
 from ..sim.results import Trajectory
 from ._common import _is_pair, _move, as_batches, model_device_dtype, trainable_parameters
-from .curvature import _run as _run_eigensolver
-from .curvature import preconditioner_vector
-from .hvp import HessianOperator
+from .checkpoint import CHECKPOINT_FORMAT, Checkpointer, read_checkpoint, restore_checkpoint  # noqa: F401
 from .models import accuracy as _default_accuracy
 from .optim import NonFiniteLossError, _CurvatureOptimizer
+from .tracker import CurvatureTracker, is_adam_like, optimizer_hvps, step_size_in_force
 
-CHECKPOINT_FORMAT = "eosdyn.bridge.train/1"
 _COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "sharpness", "lambda2", "gap",
             "preconditioned_sharpness", "residual1", "track_loss", "hvp_tracking", "hvp_optimizer",
             "time_train", "time_curvature")
@@ -45,20 +47,12 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _is_adam_like(optimizer) -> bool:
-    """Adam and AdamW (and subclasses): their step is θ ← θ − η P⁻¹ m̂ with P = √v̂ + ε."""
-    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
-
-
 class _Stream:
     """Batch t of the training data: the pair, batch t mod B of a list, or the next of an iterable."""
 
     def __init__(self, data, device, dtype):
         self.device, self.dtype = device, dtype
-        if _is_pair(data):
-            b = as_batches(data, device, dtype)
-            self.fixed, self.it, self.source = b.batches, None, None
-        elif isinstance(data, (list, tuple)):
+        if _is_pair(data) or isinstance(data, (list, tuple)):
             b = as_batches(data, device, dtype)
             self.fixed, self.it, self.source = b.batches, None, None
         else:
@@ -87,12 +81,6 @@ def _hyper(optimizer) -> dict:
         elif isinstance(v, (tuple, list)) and all(isinstance(e, (int, float)) for e in v):
             out[k] = list(v)
     return out
-
-
-def _save_checkpoint(path, payload):
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None = 10, *,
@@ -129,16 +117,19 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
         Default: argmax accuracy (NaN for regression).
     checkpoint_every : int, optional
         Save ``checkpoint_path`` every N steps (the state θ_t with t a multiple of N, and at
-        the end), atomically (write then rename). A checkpoint is only written for finite
-        parameters, so the last one on disk is the last good state.
+        the end), atomically (write then rename). The state θ_t is written only once its
+        loss has been found finite, and the previous checkpoint stays until then, so the
+        one on disk is always the last good state (:class:`~eosdyn.bridge.checkpoint.Checkpointer`).
     checkpoint_path : str or path, optional
     resume : bool or path
         Continue from ``checkpoint_path`` (``True``) or from the given file. With the same
-        arguments, the continued run is bit-identical to an uninterrupted one.
+        arguments, the continued run is bit-identical to an uninterrupted one. A file that
+        is not an eosdyn checkpoint raises ValueError, a missing one FileNotFoundError.
     progress : bool, optional
         tqdm progress bar; default: when stderr is a terminal.
     hvp_method, seed
-        HVP method of the tracker, seed of its first Lanczos start.
+        HVP method of the tracker, seed of its first Lanczos start (see
+        :class:`~eosdyn.bridge.tracker.CurvatureTracker`).
 
     Returns
     -------
@@ -163,14 +154,15 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (outputs, targets) -> mean loss, got {type(loss_fn).__name__}")
     device, dtype = model_device_dtype(model)
-    params = trainable_parameters(model)
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in trainable_parameters(model))
     if track_every is not None and track_k > n_params:
         raise ValueError(f"track_k must be in [1, number of trainable parameters] = [1, {n_params}], got {track_k}")
+    checkpointer = None
     if checkpoint_every is not None:
         checkpoint_every = nonneg_int("checkpoint_every", checkpoint_every, minimum=1)
         if checkpoint_path is None:
             raise ValueError("checkpoint_every needs checkpoint_path")
+        checkpointer = Checkpointer(checkpoint_path, checkpoint_every)
     resume_path = None
     if resume is True:
         if checkpoint_path is None:
@@ -179,192 +171,209 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     elif resume not in (False, None):
         resume_path = resume
     stream = _Stream(data, device, dtype)
-    ours = isinstance(optimizer, _CurvatureOptimizer)
-    adam_like = _is_adam_like(optimizer)
-    op = None
+    tracker = None
     if track_every is not None:
-        # repeated: one probe takes many products at the same θ (the retained-graph HVP on a
-        # single batch); the graph is released after each probe, so training never holds it
-        op = HessianOperator(model, loss_fn, data if track_data is None else track_data, hvp_method,
-                             repeated=True)
-
-    rec = {c: [] for c in _COLUMNS}
-    start = 0
-    v_track, v_pre = None, None
-    hvp_tracking, t_train, t_curv = 0, 0.0, 0.0
+        tracker = CurvatureTracker(model, loss_fn, data if track_data is None else track_data, k=track_k,
+                                   tol=track_tol, max_iter=track_max_iter, hvp_method=hvp_method, seed=seed)
+    loop = _Loop(model, loss_fn, optimizer, accuracy_fn, stream, steps, tracker, track_every, checkpointer)
     if resume_path is not None:
-        ck = torch.load(resume_path, map_location=device, weights_only=True)
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"resume: {resume_path!r} is not an eosdyn.bridge.train checkpoint")
-        start = int(ck["step"])
-        if start > steps:
-            raise ValueError(f"resume: the checkpoint is at step {start} > steps = {steps}")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        rec = {c: list(ck["records"][c]) for c in _COLUMNS}
-        v_track, v_pre = ck["v_track"], ck["v_pre"]
-        hvp_tracking, t_train, t_curv = int(ck["hvp_tracking"]), float(ck["time_train"]), float(ck["time_curvature"])
-        torch.set_rng_state(ck["torch_rng"].cpu())
-        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
-    last_good_ckpt = start if resume_path is not None else None
+        loop.resume(resume_path)
+    loop.run(sys.stderr.isatty() if progress is None else bool(progress))
 
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
+    params_rec = {
+        "optimizer": type(optimizer).__name__, "optimizer_hyperparameters": _hyper(optimizer),
+        "steps": steps, "track_every": -1 if track_every is None else track_every,
+        "track_k": track_k, "n_params": n_params, "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""), "mode": "train" if model.training else "eval",
+        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__),
+        "hvp_info": tracker.operator.info.to_dict() if tracker is not None else {},
+        "sharpness_convention": "largest algebraic Hessian eigenvalue (which='LA') of the mean loss "
+                                "on track_data, batches weighted by n_b/N",
+        "resumed_from": loop.start if resume_path is not None else -1,
+    }
+    if loop.ours:
+        params_rec.update(curvature_every=optimizer.curvature_every,
+                          lanczos_steps=optimizer.lanczos_steps, curvature_k=optimizer.curvature_k)
+    return _trajectory(loop.rec, steps, track_k, is_adam_like(optimizer), loop.diverged_at, params_rec)
 
-        bar = tqdm(total=steps, initial=start, desc=f"train[{type(optimizer).__name__}]", leave=False)
 
-    diverged_at = -1
+class _Loop:
+    """One run of :func:`train`: the records, the times, the divergence and the last good checkpoint.
 
-    def params_finite():
-        return all(bool(torch.isfinite(p).all()) for p in params)
+    Step t (``start`` <= t <= ``steps``) at θ_t: stop if θ_t is not finite; stage a checkpoint
+    when one is due; measure the curvature when tracked; then either record the final state
+    (t = steps) or take optimizer step t + 1. The staged checkpoint is committed once the loss at
+    θ_t is known finite; a non-finite loss stops the run and keeps the previous checkpoint.
+    """
 
-    def checkpoint(t):
-        nonlocal last_good_ckpt
-        payload = {
-            "format": CHECKPOINT_FORMAT, "step": t, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "records": {c: list(rec[c]) for c in _COLUMNS},
-            "v_track": v_track, "v_pre": v_pre, "hvp_tracking": hvp_tracking,
-            "time_train": t_train, "time_curvature": t_curv, "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-        }
-        _save_checkpoint(checkpoint_path, payload)
-        last_good_ckpt = t
+    def __init__(self, model, loss_fn, optimizer, accuracy_fn, stream, steps, tracker, track_every,
+                 checkpointer):
+        self.model, self.loss_fn, self.optimizer, self.accuracy_fn = model, loss_fn, optimizer, accuracy_fn
+        self.stream, self.steps, self.tracker, self.track_every = stream, steps, tracker, track_every
+        self.checkpointer = checkpointer
+        self.params = trainable_parameters(model)
+        self.device, _ = model_device_dtype(model)
+        self.ours = isinstance(optimizer, _CurvatureOptimizer)
+        self.rec = {c: [] for c in _COLUMNS}
+        self.start, self.time_train, self.time_curvature = 0, 0.0, 0.0
+        self.untracked = {"v_track": None, "v_pre": None, "hvp_tracking": 0}  # kept when not tracking
+        self.last_good = None  # (step, file) of the last checkpoint known good
+        self.diverged_at = -1
 
-    def diverge(t, value):
-        nonlocal diverged_at
-        diverged_at = t
-        where = (f"the last good checkpoint (step {last_good_ckpt}) is kept at {checkpoint_path!s}"
-                 if last_good_ckpt is not None else "no checkpoint was written")
+    # ------------------------------------------------------------------ state
+    def resume(self, path) -> None:
+        """Continue from the checkpoint file ``path`` (model, optimizer, RNGs, records, counters)."""
+        ck = read_checkpoint(path, self.device, "resume",
+                             required=("records", *self.untracked, "time_train", "time_curvature"))
+        if int(ck["step"]) > self.steps:
+            raise ValueError(f"resume: the checkpoint is at step {int(ck['step'])} > steps = {self.steps}")
+        self.start = restore_checkpoint(ck, self.model, self.optimizer)
+        self.rec = {c: list(ck["records"][c]) for c in _COLUMNS}
+        self.untracked = {k: ck[k] for k in self.untracked}
+        if self.tracker is not None:
+            self.tracker.load_state_dict(self.untracked)
+        self.time_train, self.time_curvature = float(ck["time_train"]), float(ck["time_curvature"])
+        self.last_good = (self.start, path)
+
+    def _tracking_state(self) -> dict:
+        return self.tracker.state_dict() if self.tracker is not None else self.untracked
+
+    def _append(self, row, counts=True) -> None:
+        if counts:
+            row.update(hvp_tracking=float(self._tracking_state()["hvp_tracking"]),
+                       hvp_optimizer=float(optimizer_hvps(self.optimizer)),
+                       time_train=self.time_train, time_curvature=self.time_curvature)
+        for c in _COLUMNS:
+            self.rec[c].append(row[c])
+
+    def _diverge(self, t, value) -> None:
+        self.diverged_at = t
+        where = (f"the last good checkpoint (step {self.last_good[0]}) is kept at {self.last_good[1]!s}"
+                 if self.last_good is not None else "no checkpoint was written")
         warnings.warn(f"train: non-finite loss ({value}) at step {t}; training stopped, {where}",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
 
-    t = start
-    try:
-        while True:
-            row = dict.fromkeys(_COLUMNS, float("nan"))
-            if not params_finite():
-                diverge(t, "non-finite parameters")
-                row["loss"] = float("nan")
-                break
-            if checkpoint_every is not None and t > start and (t % checkpoint_every == 0 or t == steps):
-                checkpoint(t)
-            # ---- curvature tracking at θ_t
-            if op is not None and (t % track_every == 0 or t == steps):
-                _sync(device)
-                c0 = time.perf_counter()
-                res = _run_eigensolver(op, op.matvec, track_k, v_track, track_tol, track_max_iter,
-                                       "lanczos", seed, False)
-                v_track = res.eigenvectors
-                hvp_tracking += res.n_hvp
-                row["sharpness"] = res.sharpness
-                row["residual1"] = float(res.residual_norms[0])
-                if track_k > 1:
-                    row["lambda2"] = res.lambda2
-                    row["gap"] = res.gap
-                if adam_like and len(optimizer.state) > 0:
-                    P = preconditioner_vector(optimizer, op.params)
-                    s = torch.rsqrt(P)
-                    pres = _run_eigensolver(op, lambda u: s * op.matvec(s * u), 1, v_pre, track_tol,
-                                            track_max_iter, "lanczos", seed, True)
-                    v_pre = pres.eigenvectors
-                    hvp_tracking += pres.n_hvp
-                    row["preconditioned_sharpness"] = pres.sharpness
-                row["track_loss"] = op.loss()
-                op.release()
-                _sync(device)
-                t_curv += time.perf_counter() - c0
-            x, y = stream.get(t)
-            if t == steps:  # final record: evaluate θ_steps without updating
-                with torch.no_grad():
-                    out = model(x)
-                    val = float(loss_fn(out, y))
-                row["loss"] = val
-                row["accuracy"] = float(accuracy_fn(out, y)) if accuracy_fn is not None else float("nan")
-                row["lr"] = rec["lr"][-1] if rec["lr"] else _lr(optimizer, ours)
-                row["grad_norm"] = float("nan")
-                _fill_counts(row, hvp_tracking, optimizer, ours, t_train, t_curv)
-                for c in _COLUMNS:
-                    rec[c].append(row[c])
-                if not math.isfinite(val):
-                    diverge(t, val)
-                break
-            # ---- one optimizer step
-            captured = {}
+    def _commit(self) -> None:
+        if self.checkpointer is not None and self.checkpointer.commit() is not None:
+            self.last_good = (self.checkpointer.last_good, self.checkpointer.path)
 
-            if ours:
-                def closure():
-                    out = model(x)
-                    captured.setdefault("out", out.detach())
-                    return loss_fn(out, y)
-            else:
-                def closure():
-                    optimizer.zero_grad(set_to_none=True)
-                    out = model(x)
-                    loss = loss_fn(out, y)
-                    captured.setdefault("out", out.detach())
-                    lv = float(loss.detach())
-                    if not math.isfinite(lv):
-                        raise NonFiniteLossError(t, lv, "train")
-                    loss.backward()
-                    return loss
+    # ------------------------------------------------------------------ the loop
+    def run(self, show_progress: bool) -> None:
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
 
-            probe0 = optimizer.curvature_time if ours else 0.0
-            _sync(device)
-            s0 = time.perf_counter()
-            try:
-                loss = optimizer.step(closure)
-            except NonFiniteLossError as exc:
-                row["loss"] = exc.value
-                for c in _COLUMNS:
-                    rec[c].append(row[c])
-                diverge(t, exc.value)
-                break
-            _sync(device)
-            dt = time.perf_counter() - s0
-            probe_dt = (optimizer.curvature_time - probe0) if ours else 0.0
-            t_train += dt - probe_dt
-            t_curv += probe_dt
-            row["loss"] = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-            row["accuracy"] = (float(accuracy_fn(captured["out"], y))
-                               if accuracy_fn is not None and "out" in captured else float("nan"))
-            gsq = [p.grad.detach().pow(2).sum() for p in params if p.grad is not None]
-            row["grad_norm"] = float(torch.stack(gsq).sum().sqrt()) if gsq else float("nan")
-            row["lr"] = _lr(optimizer, ours)
-            _fill_counts(row, hvp_tracking, optimizer, ours, t_train, t_curv)
-            for c in _COLUMNS:
-                rec[c].append(row[c])
+            bar = tqdm(total=self.steps, initial=self.start, leave=False,
+                       desc=f"train[{type(self.optimizer).__name__}]")
+        try:
+            for t in range(self.start, self.steps + 1):
+                row = dict.fromkeys(_COLUMNS, float("nan"))
+                if not all(bool(torch.isfinite(p).all()) for p in self.params):
+                    self._diverge(t, "non-finite parameters")
+                    return
+                if self.checkpointer is not None and self.checkpointer.due(t, self.start, self.steps):
+                    # θ_t, before tracking; written once the loss at θ_t is known finite
+                    self.checkpointer.stage(t, self.model, self.optimizer, records=self.rec,
+                                            **self._tracking_state(), time_train=self.time_train,
+                                            time_curvature=self.time_curvature)
+                if self.tracker is not None and (t % self.track_every == 0 or t == self.steps):
+                    measured, dt = _timed(self.device, self.tracker.measure, self.optimizer)
+                    row.update(measured)
+                    self.time_curvature += dt
+                x, y = self.stream.get(t)
+                ok = self._final_record(t, row, x, y) if t == self.steps else self._step(t, row, x, y)
+                if not ok:
+                    self._diverge(t, row["loss"])
+                    return
+                self._commit()
+                if bar is not None and t < self.steps:
+                    bar.update(1)
+                    if not math.isnan(row["sharpness"]):
+                        bar.set_postfix(loss=f"{row['loss']:.4g}", sharp=f"{row['sharpness']:.4g}")
+        finally:
+            if self.checkpointer is not None:
+                self.checkpointer.discard()
             if bar is not None:
-                bar.update(1)
-                if not math.isnan(row["sharpness"]):
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", sharp=f"{row['sharpness']:.4g}")
-            t += 1
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
 
+    def _final_record(self, t, row, x, y) -> bool:
+        """Record θ_steps without updating; whether its loss is finite."""
+        with torch.no_grad():
+            out = self.model(x)
+            row["loss"] = float(self.loss_fn(out, y))
+        row["accuracy"] = float(self.accuracy_fn(out, y)) if self.accuracy_fn is not None else float("nan")
+        row["lr"] = self.rec["lr"][-1] if self.rec["lr"] else step_size_in_force(self.optimizer)
+        self._append(row)
+        return math.isfinite(row["loss"])
+
+    def _step(self, t, row, x, y) -> bool:
+        """Optimizer step t + 1 from θ_t, recorded; whether the loss at θ_t was finite."""
+        opt, captured = self.optimizer, {}
+        closure = _closure(self.model, self.loss_fn, opt, x, y, t, captured, forward_only=self.ours)
+        probe0 = opt.curvature_time if self.ours else 0.0
+        try:
+            loss, dt = _timed(self.device, opt.step, closure)
+        except NonFiniteLossError as exc:
+            row["loss"] = exc.value
+            self._append(row, counts=False)  # the failed step's counters and times stay NaN
+            return False
+        probe_dt = (opt.curvature_time - probe0) if self.ours else 0.0
+        self.time_train += dt - probe_dt
+        self.time_curvature += probe_dt
+        row["loss"] = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        row["accuracy"] = (float(self.accuracy_fn(captured["out"], y))
+                           if self.accuracy_fn is not None and "out" in captured else float("nan"))
+        gsq = [p.grad.detach().pow(2).sum() for p in self.params if p.grad is not None]
+        row["grad_norm"] = float(torch.stack(gsq).sum().sqrt()) if gsq else float("nan")
+        row["lr"] = step_size_in_force(opt)
+        self._append(row)
+        return math.isfinite(row["loss"])  # the closure has already refused a non-finite loss
+
+
+def _timed(device, fn, *args):
+    """``fn(*args)`` and its wall time in seconds, the device synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn(*args)
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def _closure(model, loss_fn, optimizer, x, y, t, captured, forward_only):
+    """The closure of step t on batch (x, y); stores the detached outputs in ``captured``.
+
+    ``forward_only`` (EoSAda, DCAO): returns the loss, the optimizer differentiates it.
+    Otherwise the standard closure (zero_grad, forward, backward), which raises
+    :class:`NonFiniteLossError` before ``backward`` when the loss is not finite.
+    """
+    if forward_only:
+        def closure():
+            out = model(x)
+            captured.setdefault("out", out.detach())
+            return loss_fn(out, y)
+        return closure
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = loss_fn(out, y)
+        captured.setdefault("out", out.detach())
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise NonFiniteLossError(t, lv, "train")
+        loss.backward()
+        return loss
+    return closure
+
+
+def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec) -> Trajectory:
+    """The records as a Trajectory of steps + 1 rows (NaN after a divergence)."""
     n_rec = steps + 1
     arrays = {}
     for c in _COLUMNS:
         a = np.full(n_rec, np.nan)
         a[: len(rec[c])] = np.asarray(rec[c], dtype=np.float64)
         arrays[c] = a
-    info = op.info.to_dict() if op is not None else {}
-    params_rec = {
-        "optimizer": type(optimizer).__name__, "optimizer_hyperparameters": _hyper(optimizer),
-        "steps": steps, "track_every": -1 if track_every is None else track_every,
-        "track_k": track_k, "n_params": n_params, "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""), "mode": "train" if model.training else "eval",
-        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__), "hvp_info": info,
-        "sharpness_convention": "largest algebraic Hessian eigenvalue (which='LA') of the mean loss "
-                                "on track_data, batches weighted by n_b/N",
-        "resumed_from": start if resume_path is not None else -1,
-    }
-    if ours:
-        params_rec.update(curvature_every=optimizer.curvature_every,
-                          lanczos_steps=optimizer.lanczos_steps, curvature_k=optimizer.curvature_k)
     extra = {c: arrays[c] for c in ("accuracy", "gap", "residual1", "track_loss", "hvp_tracking",
                                     "hvp_optimizer", "time_train", "time_curvature")}
     return Trajectory(
@@ -372,16 +381,3 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
         sharpness=arrays["sharpness"], lambda2=arrays["lambda2"] if track_k > 1 else None,
         lr=arrays["lr"], preconditioned_sharpness=arrays["preconditioned_sharpness"] if adam_like else None,
         diverged=diverged_at >= 0, diverged_at=diverged_at, extra=extra, params=params_rec)
-
-
-def _lr(optimizer, ours):
-    if ours:
-        return float(optimizer.lr_in_force[0])
-    return float(optimizer.param_groups[0].get("lr", float("nan")))
-
-
-def _fill_counts(row, hvp_tracking, optimizer, ours, t_train, t_curv):
-    row["hvp_tracking"] = float(hvp_tracking)
-    row["hvp_optimizer"] = float(optimizer.n_hvp) if ours else 0.0
-    row["time_train"] = t_train
-    row["time_curvature"] = t_curv
