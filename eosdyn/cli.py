@@ -58,7 +58,8 @@ def _floats(tokens, name):
     try:
         vals = [float(t) for t in text.split()]
     except ValueError:
-        raise UsageError(f"{name} must be numbers, e.g. {name} 1 0.5 or {name} 1,0.5; got {' '.join(tokens)!r}")
+        raise UsageError(f"{name} must be numbers, e.g. {name} 1 0.5 or {name} 1,0.5; got {' '.join(tokens)!r}") \
+            from None
     if not vals:
         raise UsageError(f"{name} needs at least one number")
     return np.array(vals)
@@ -92,67 +93,15 @@ def _spec_help() -> str:
 
 
 # ----------------------------------------------------------------------------- simulate
-def _edge_of(rule, lr_used, pre_sharp=None):
-    """(name, value of the rule's own linear edge for λ, as a threshold on λ) or None."""
-    from .rules import Adam, HeavyBall, Nesterov
-
-    if isinstance(rule, HeavyBall):
-        return "(2+2β)/η", 2 * (1 + rule.momentum) / lr_used
-    if isinstance(rule, Nesterov):
-        b = rule.momentum
-        return "(2+2β)/((1+2β)η)", (2 + 2 * b) / ((1 + 2 * b) * lr_used)
-    if isinstance(rule, Adam):
-        b1 = rule.betas[0]
-        return "(2+2β₁)/((1−β₁)η) for λ_max(P⁻¹H)", (2 + 2 * b1) / ((1 - b1) * lr_used)
-    return None
-
-
-def _simulate_chunked(loss, rule, theta0, steps, record_every, seed, quiet, blowup):
-    """Run ``simulate`` in pieces with a progress bar (only for deterministic, stateless rules
-    with exact or no curvature probes, for which pieces are bit-identical to one call)."""
-    import eosdyn
-    from .sim.results import Trajectory
-
-    chunk = max(record_every, (steps // 50) // record_every * record_every)
-    parts, th, done = [], np.asarray(theta0, float), 0
-    with _bar(quiet, total=steps, desc="simulate", unit="step") as bar:
-        while done < steps:
-            n = min(chunk, steps - done)
-            tr = eosdyn.simulate(loss, rule, th, n, record_every=record_every, seed=seed, blowup=blowup)
-            parts.append(tr)
-            done += n
-            bar.update(n)
-            th = tr.final_theta
-            if tr.diverged:
-                tr.diverged_at += done - n
-                break
-    first = parts[0]
-    offsets = np.cumsum([0] + [p.step[-1] for p in parts[:-1]])
-    cat = {}
-    for name in ("step", "loss", "grad_norm", "sharpness", "lambda2", "lr", "theta"):
-        arrs = []
-        for k, p in enumerate(parts):
-            a = getattr(p, name)
-            if a is None:
-                arrs = None
-                break
-            a = a + offsets[k] if name == "step" else a
-            arrs.append(a if k == 0 else a[1:])
-        cat[name] = None if arrs is None else np.concatenate(arrs)
-    last = parts[-1]
-    full = np.arange(0, steps + 1, record_every)
-    if cat["step"].size < full.size:  # diverged: NaN records to the end, as one call gives
-        pad = full.size - cat["step"].size
-        for name in ("loss", "grad_norm", "sharpness", "lambda2", "lr", "theta"):
-            a = cat[name]
-            if a is not None:
-                cat[name] = np.concatenate([a, np.full((pad,) + a.shape[1:], np.nan)])
-        cat["step"] = full
-    params = dict(first.params, steps=steps)
-    return Trajectory(step=cat["step"], loss=cat["loss"], theta=cat["theta"], grad_norm=cat["grad_norm"],
-                      sharpness=cat["sharpness"], lambda2=cat["lambda2"], lr=cat["lr"],
-                      diverged=last.diverged, diverged_at=last.diverged_at if last.diverged else -1,
-                      final_theta=last.final_theta, params=params)
+def _edge_of(rule, lr_used):
+    """(name, value) of the rule's own linear edge for λ (or λ_max(P⁻¹H)) at step ``lr_used``,
+    read from the rule (:meth:`eosdyn.rules.Rule.edge_constant`); None where it is GD's 2/η,
+    which the summary prints anyway, or where the rule has none."""
+    c = rule.edge_constant()
+    if c is None or c == 2.0:
+        return None
+    on = " for λ_max(P⁻¹H)" if rule.preconditioned else ""
+    return f"{c:.6g}/η{on}", c / lr_used
 
 
 def cmd_simulate(args) -> int:
@@ -174,18 +123,21 @@ def cmd_simulate(args) -> int:
     if not blowup > 0:
         raise UsageError("--blowup must be > 0")
     t0 = time.perf_counter()
-    chunkable = (rule.state_size(loss.dim) == 0 and not rule.stochastic
-                 and rule.curvature_method in ("none", "exact")
-                 and args.steps >= 100_000 and args.steps // args.record_every >= 50)
     try:
-        if chunkable and not args.quiet and _tty():
-            tr = _simulate_chunked(loss, rule, theta0, args.steps, args.record_every, args.seed, args.quiet,
-                                   blowup)
-        else:
+        with _bar(args.quiet, total=args.steps + 1, desc="simulate", unit="step") as bar:
+            def progress(done, total):
+                bar.update(done - bar.n)
+
             tr = eosdyn.simulate(loss, rule, theta0, args.steps, record_every=args.record_every, seed=args.seed,
-                                 blowup=blowup)
+                                 blowup=blowup, progress=progress)
     except (ValueError, TypeError) as exc:
         raise RunFailed(f"simulation failed: {exc}") from None
+    except KeyboardInterrupt as exc:
+        part = getattr(exc, "partial", None)
+        if part is not None and args.out:
+            part.save(args.out)
+            print(f"interrupted: the records so far are in {args.out}", file=sys.stderr)
+        raise
     wall = time.perf_counter() - t0
     tr.params.update(loss_spec=args.loss, rule_spec=args.rule)
 
@@ -231,67 +183,8 @@ def cmd_simulate(args) -> int:
 
 
 # ----------------------------------------------------------------------------- check threshold
-def simulated_threshold(loss, make_rule, theta_star, guess, *, steps=4000, delta=1e-5, rtol=1e-7,
-                        quiet=True, max_expand=60):
-    """The largest step at which a small kick off θ* decays, found by bisection over runs.
-
-    Each probe runs ``eosdyn.simulate`` for ``steps`` steps from θ* + δ·v₁ (v₁ the top
-    Hessian eigenvector, δ = ``delta``·max(1, ‖θ*‖)) and calls the step stable when the run
-    does not diverge and L(θ_N) − L(θ*) < L(θ₀) − L(θ*). For a linear map the sign of
-    that test is exact at any N, so the bisection resolves the edge to ``rtol`` up to the
-    O(δ²) nonlinear shift. Returns (value, bracket, number of runs).
-    """
-    import eosdyn
-
-    H = loss.hess(theta_star)
-    w, V = np.linalg.eigh(H)
-    v1 = V[:, -1]
-    d = delta * max(1.0, float(np.linalg.norm(theta_star)))
-    th0 = theta_star + d * v1
-    L0 = loss.value(theta_star)
-    gap0 = loss.value(th0) - L0
-    runs = 0
-
-    def stable(v):
-        nonlocal runs
-        runs += 1
-        tr = eosdyn.simulate(loss, make_rule(v), th0, steps, record_every=steps, track_sharpness=False,
-                             record_theta=False)
-        if tr.diverged:
-            return False
-        return loss.value(tr.final_theta) - L0 < gap0
-
-    lo = hi = float(guess)
-    k = 0
-    while not stable(lo):
-        lo *= 0.5
-        k += 1
-        if k > max_expand:
-            raise RunFailed("no stable step size found by simulation: θ* is not an attracting minimum")
-    if lo < hi:
-        hi = 2.0 * lo
-    else:
-        hi = lo * 1.25
-    k = 0
-    while stable(hi):
-        lo, hi = hi, hi * 2.0
-        k += 1
-        if k > max_expand:
-            return float("inf"), (lo, float("inf")), runs
-    n_iter = int(np.ceil(np.log2(max((hi - lo) / (rtol * lo), 2.0))))
-    with _bar(quiet, total=n_iter, desc="bisection") as bar:
-        while hi - lo > rtol * hi:
-            mid = 0.5 * (lo + hi)
-            if stable(mid):
-                lo = mid
-            else:
-                hi = mid
-            bar.update(1)
-    return 0.5 * (lo + hi), (lo, hi), runs
-
-
 def cmd_check_threshold(args) -> int:
-    from .analysis.stability import threshold
+    from .analysis.stability import simulated_threshold, threshold
     from .specs import SpecError, rule_family
 
     ls = _loss_spec(args.loss)
@@ -320,9 +213,6 @@ def cmd_check_threshold(args) -> int:
     except (ValueError, TypeError) as exc:
         raise RunFailed(f"threshold analysis failed: {exc}") from None
 
-    def make_rule(v):
-        return cls(**{step: v}, **kwargs)
-
     sim_val, sim_note = None, ""
     if fam == "adam":
         sim_note = ("not simulated: Adam's preconditioner adapts during a run, while the closed form "
@@ -332,10 +222,12 @@ def cmd_check_threshold(args) -> int:
     else:
         guess = res.analytic if (res.analytic is not None and np.isfinite(res.analytic)) else res.numeric
         try:
-            sim_val, bracket, runs = simulated_threshold(loss, make_rule, theta, guess, steps=args.steps,
-                                                         quiet=args.quiet)
-            sim_note = (f"{runs} runs of {args.steps} steps from θ* + δ·v₁; stable iff L − L* shrinks; "
-                        f"bracket [{bracket[0]:.8g}, {bracket[1]:.8g}]")
+            with _bar(args.quiet, desc="bisection") as bar:
+                sim = simulated_threshold(loss, cls, theta, guess=guess, steps=args.steps,
+                                          progress=lambda k, total: bar.update(1), **kwargs)
+            sim_val = sim.value
+            sim_note = (f"{sim.runs} runs of {args.steps} steps from θ* + δ·v₁; stable iff L − L* shrinks; "
+                        f"bracket [{sim.bracket[0]:.8g}, {sim.bracket[1]:.8g}]")
         except (ValueError, TypeError) as exc:
             raise RunFailed(f"simulated threshold failed: {exc}") from None
 
@@ -553,9 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _figure_epilog() -> str:
-    from .plot.registry import FIGURES
+    from .plot.registry import FigureScriptError, figures
 
-    return "figures:\n" + "\n".join(f"  {f.number}  {f.name:20s} {f.description}" for f in FIGURES)
+    try:
+        listed = figures()
+    except (FigureScriptError, FileNotFoundError) as exc:  # one bad script must not break every command
+        return f"figures: cannot be listed ({exc})"
+    return "figures:\n" + "\n".join(f"  {f.number}  {f.name:20s} {f.description}" for f in listed)
 
 
 def _usage(parser, msg):

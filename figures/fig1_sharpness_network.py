@@ -22,15 +22,15 @@ increases.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
 
 NAME = "sharpness-net"
 NUMBER = 1
-DESCRIPTION = "GD's sharpness on a real network rises to 2/η and hovers there, at 3 step sizes (Cohen et al. 2021)"
+DESCRIPTION = ("GD's sharpness on a real network rises to 2/η and hovers there, at 4 step sizes (3 with --quick) "
+               "(Cohen et al. 2021)")
+NEEDS = ("torch", "eosdyn.bridge")
 FIGSIZE = (8.0, 6.0)
 
 
@@ -126,10 +126,7 @@ def summarize(r) -> dict:
             "steps": cfg["steps"], "track_every": cfg["track_every"], "runs": stats, "claims": claims}
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv, torch_threads=1)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize, torch_threads=1)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

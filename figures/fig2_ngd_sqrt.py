@@ -21,8 +21,6 @@ against the step; (c) η_eff·λ₁ for GD on √L (running median) against the 
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
@@ -32,7 +30,8 @@ from eosdyn.rules import GD, NormalizedGD
 
 NAME = "ngd-sqrt"
 NUMBER = 2
-DESCRIPTION = "Normalized GD and GD on √(L−L*) enter the EoS, then drift along the minima to lower sharpness"
+DESCRIPTION = ("Normalized GD and GD on √(L−L*) enter the EoS, then drift along the minima to lower sharpness "
+               "(Arora, Li & Panigrahi 2022)")
 FIGSIZE = (8.0, 6.4)
 START = np.array([4.0, 0.3])
 LR = 0.05
@@ -159,10 +158,7 @@ def summarize(r) -> dict:
             "min_manifold_sharpness": MIN_SHARPNESS, "runs": out, "claims": claims}
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -22,8 +22,6 @@ against η, under the stability bound 2/η; the minimum sharpness over M is the 
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 import eosdyn
@@ -35,7 +33,7 @@ from eosdyn.rules import GD
 NAME = "linear-nets"
 NUMBER = 3
 DESCRIPTION = ("Linear networks: fraction of initialisations converging and sharpness of the limits vs η, "
-               "critical step sizes marked")
+               "critical step sizes marked (Crăciun & Ghoshdastidar 2024)")
 FIGSIZE = (10.0, 6.0)
 TOL = 1e-10
 
@@ -147,10 +145,7 @@ def summarize(r) -> dict:
             "claims": claims}
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

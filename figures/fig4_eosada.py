@@ -32,19 +32,18 @@ on the right.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
 from eosdyn.losses import ZhuMinimalist
-from eosdyn.plot.runs import best_of, final_loss, speedup, steps_to_target, toy_runs
+from eosdyn.plot.runs import best_of, final_loss, seed_runs, speedup, steps_to_target
 from eosdyn.rules import GD, Adam, EoSAda, HeavyBall
 
 NAME = "eosada"
 NUMBER = 4
 DESCRIPTION = ("EoS-Ada vs GD, heavy-ball and Adam: loss and sharpness over 5 seeds, toy loss and real net; "
                "claimed 2-3x speed-up vs measured")
+NEEDS = ("torch", "eosdyn.bridge")
 FIGSIZE = (10.0, 6.0)
 SEEDS = 5
 CLAIM = "EoS-Ada trains 2–3× faster than GD, heavy-ball and Adam"
@@ -67,7 +66,7 @@ def toy_part(quick: bool, quiet: bool) -> dict:
     out = {}
     jobs = [(fam, lab, rule) for fam, items in grids.items() for lab, rule in items]
     for fam, lab, rule in plot.progress(jobs, quiet=quiet, desc="toy runs"):
-        r = toy_runs(loss, rule, th0, steps, rec)
+        r = seed_runs(loss, rule, th0, steps, rec)
         r["steps_to_target"] = steps_to_target(r["loss"], target)
         r["family"] = fam
         out[lab] = r
@@ -250,10 +249,7 @@ def summarize(r) -> dict:
             "claims": claims}
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv, torch_threads=1)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize, torch_threads=1)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -27,19 +27,19 @@ Panels: loss and sharpness λ₁ (mean ± sd over 5 seeds) for toy and network.
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
 from eosdyn import plot
 from eosdyn.losses import ZhuMinimalist
-from eosdyn.plot.runs import best_of, final_loss, steps_to_target, toy_runs
+from eosdyn.plot.runs import best_of, final_loss, seed_runs, steps_to_target
 from eosdyn.rules import DCAO, Adam, HeavyBall
 
 NAME = "dcao"
 NUMBER = 5
 DESCRIPTION = "DCAO vs SGD+momentum and AdamW: claimed 10-20% fewer epochs and <7% overhead vs measured"
+NEEDS = ("torch", "eosdyn.bridge")
 FIGSIZE = (10.0, 6.0)
 SEEDS = 5
 
@@ -60,7 +60,7 @@ def toy_part(quick: bool, quiet: bool) -> dict:
     runs = {}
     jobs = [(fam, lab, rule) for fam, items in grids.items() for lab, rule in items]
     for fam, lab, rule in plot.progress(jobs, quiet=quiet, desc="toy runs"):
-        r = toy_runs(loss, rule, th0, steps, rec)
+        r = seed_runs(loss, rule, th0, steps, rec)
         r["steps_to_target"] = steps_to_target(r["loss"], target)
         r["family"] = fam
         runs[lab] = r
@@ -280,10 +280,7 @@ def summarize(r) -> dict:
             "claims": claims}
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv, torch_threads=1)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize, torch_threads=1)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -23,8 +23,6 @@ Feigenbaum ratios against the logistic map's, and the Lyapunov exponent at η = 
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
@@ -134,10 +132,7 @@ def summarize(r) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

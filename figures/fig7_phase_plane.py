@@ -25,8 +25,6 @@ each orbit, the fitted exponent of the cycle amplitude (claimed 1/2) and the bas
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
@@ -221,10 +219,7 @@ def summarize(r) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

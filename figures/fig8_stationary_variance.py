@@ -22,8 +22,6 @@ Panels: (a) λ·Var/σ² against ηλ with the curves 1/2 (SDE) and 1/(2 − η�
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eosdyn import plot
@@ -140,10 +138,7 @@ def summarize(r) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    return plot.run_figure(NAME, DESCRIPTION, compute, draw, summarize, argv)
-
+main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

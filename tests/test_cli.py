@@ -314,22 +314,25 @@ def test_main_in_process(capsys):
     assert "lr must be" in capsys.readouterr().err
 
 
-def test_chunked_simulation_equals_one_call():
-    """The progress-bar path (pieces of simulate) is bit-identical to one call for stateless rules."""
+def test_simulation_in_calls_with_progress_equals_one_call():
+    """The progress-bar path (simulate cut into kernel calls, reporting between them) is
+    bit-identical to one call, for a run that diverges too."""
     import eosdyn
-    from eosdyn.cli import _simulate_chunked
+    from eosdyn.engine import run_map
     from eosdyn.losses import ScalarNet
     from eosdyn.rules import GD
 
     loss, rule = ScalarNet(2, 1.0), GD(0.3)
     one = eosdyn.simulate(loss, rule, [2.0, 0.3], 1000, record_every=10)
-    parts = _simulate_chunked(loss, rule, [2.0, 0.3], 1000, 10, 0, True, 1e100)
-    np.testing.assert_array_equal(parts.step, one.step)
+    seen = []
+    parts = eosdyn.simulate(loss, rule, [2.0, 0.3], 1000, record_every=10, progress=lambda d, t: seen.append(d))
+    assert seen[-1] == 1001
     for name in ("loss", "sharpness", "lr", "theta", "grad_norm"):
         np.testing.assert_array_equal(getattr(parts, name), getattr(one, name))
     np.testing.assert_array_equal(parts.final_theta, one.final_theta)
-    div = _simulate_chunked(loss, GD(3.0), [2.0, 0.3], 1000, 10, 0, True, 1e6)
+    cut = run_map(loss, GD(3.0), np.array([[2.0, 0.3]]), 1000, record_every=10, records=("loss",),
+                  blowup=1e6, max_call_steps=37)
     ref = eosdyn.simulate(loss, GD(3.0), [2.0, 0.3], 1000, record_every=10, blowup=1e6)
-    assert div.diverged and div.diverged_at == ref.diverged_at
-    np.testing.assert_array_equal(div.step, ref.step)
-    np.testing.assert_array_equal(div.loss, ref.loss)
+    assert ref.diverged and cut.fail_at[0] == ref.diverged_at
+    np.testing.assert_array_equal(cut.records["loss"][0], ref.loss)
+    np.testing.assert_array_equal(cut.thetas[0], ref.final_theta)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import math
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from eosdyn.plot import DPI, edge_line, mean_sd, new_figure, savefig, seed_band, to_jsonable
+from eosdyn.plot import registry
 from eosdyn.plot.registry import FIGURES, find_figure, load_figure_module, run_figure
 
 _CACHE: dict = {}
@@ -224,5 +227,113 @@ def test_registry():
         find_figure("nope")
     for f in FIGURES:
         mod = load_figure_module(f.name)
-        assert mod.NAME == f.name and mod.NUMBER == f.number and callable(mod.main)
+        # what the registry read from the source is what the script holds when it runs
+        assert (mod.NAME, mod.NUMBER, mod.DESCRIPTION) == (f.name, f.number, f.description) and callable(mod.main)
+        assert tuple(getattr(mod, "NEEDS", ())) == f.needs
         assert mod.__doc__ and len(mod.__doc__) > 200
+    assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao"}
+
+
+# ----------------------------------------------------------------------------- registry on scratch scripts
+SCRIPT = """\
+\"\"\"A scratch figure.\"\"\"
+import sys
+NAME = {name!r}
+NUMBER = {number!r}
+DESCRIPTION = ("a scratch figure, "
+               "in two pieces")
+{extra}
+open({marker!r}, "w").write("ran")  # listing the figures must not run this
+
+
+def main(argv):
+    return {{"argv": argv}}
+"""
+
+
+@pytest.fixture
+def scratch_figures(tmp_path, monkeypatch):
+    """Write figure scripts into a scratch EOSDYN_FIGURES_DIR; returns write(file, **constants)."""
+    monkeypatch.setenv("EOSDYN_FIGURES_DIR", str(tmp_path))
+    marker = tmp_path / "ran.txt"
+
+    def write(file, name="scratch", number=1, extra=""):
+        path = tmp_path / file
+        path.write_text(SCRIPT.format(name=name, number=number, extra=extra, marker=str(marker)))
+        return path
+
+    write.marker = marker
+    return write
+
+
+def test_registry_reads_the_scripts_without_running_them(scratch_figures):
+    scratch_figures("fig2_second.py", name="second", number=2, extra="NEEDS = ('numpy',)")
+    scratch_figures("fig1_first.py", name="first-one", number=1)
+    scratch_figures("_helper.py", name="BAD NAME", number=0)  # a helper, not a figure
+    infos = registry.figures()
+    assert [(f.number, f.name, f.script, f.needs) for f in infos] == [
+        (1, "first-one", "fig1_first.py", ()), (2, "second", "fig2_second.py", ("numpy",))]
+    assert infos[0].description == "a scratch figure, in two pieces"
+    assert registry.FIGURES == infos
+    assert find_figure("fig1_first").name == find_figure("1").name == "first-one"
+    assert not scratch_figures.marker.exists()
+    assert run_figure("second", quick=True, out="o") == {"argv": ["--out", "o", "--quick"]}
+    assert scratch_figures.marker.exists()
+    # a script edited since the last listing is read again
+    scratch_figures("fig2_second.py", name="second-renamed", number=2, extra="NEEDS = ('numpy',)   ")
+    assert [f.name for f in registry.figures()] == ["first-one", "second-renamed"]
+
+
+@pytest.mark.parametrize(
+    "name, number, extra, match",
+    [
+        ("Scratch_Fig", 1, "", "NAME must be a str in lower case with dashes"),
+        ("all", 1, "", "NAME must be"),
+        ("scratch", 0, "", "NUMBER must be a positive int, got 0"),
+        ("scratch", True, "", "NUMBER must be a positive int, got True"),
+        ("scratch", "1", "", "NUMBER must be a positive int, got '1'"),
+        ("scratch", 1, "DESCRIPTION = ''", "DESCRIPTION must be a non-empty str of one line"),
+        ("scratch", 1, "DESCRIPTION = 'two\\nlines'", "DESCRIPTION must be a non-empty str of one line"),
+        ("scratch", 1, "NUMBER = len(sys.argv)", r"NUMBER must be a literal .* not computed \(len\(sys.argv\)\)"),
+        ("scratch", 1, "NEEDS = 'torch'", "NEEDS must be a tuple of module names"),
+        ("scratch", 1, "def broken(:", "cannot be parsed"),
+    ],
+)
+def test_malformed_script_is_named_in_the_error(scratch_figures, name, number, extra, match):
+    path = scratch_figures("fig1_bad.py", name=name, number=number, extra=extra)
+    with pytest.raises(registry.FigureScriptError, match=match) as err:
+        registry.figures()
+    assert str(path) in str(err.value)
+
+
+def test_missing_constant_and_clashing_scripts_are_named(scratch_figures, tmp_path):
+    path = tmp_path / "fig3_bare.py"
+    path.write_text('"""No constants."""\nNAME = "bare"\n')
+    with pytest.raises(registry.FigureScriptError, match=f"figure script {path} does not define NUMBER"):
+        registry.figures()
+    path.unlink()
+    a = scratch_figures("fig1_a.py", name="same", number=1)
+    b = scratch_figures("fig2_b.py", name="other", number=1)
+    with pytest.raises(registry.FigureScriptError, match="have the same NUMBER 1") as err:
+        registry.figures()
+    assert str(a) in str(err.value) and str(b) in str(err.value)
+    scratch_figures("fig2_b.py", name="same", number=2)
+    with pytest.raises(registry.FigureScriptError, match="have the same NAME 'same'"):
+        registry.figures()
+
+
+def test_missing_directory_and_missing_needs(scratch_figures, tmp_path, monkeypatch):
+    scratch_figures("fig1_x.py", name="needy", extra="NEEDS = ('no_such_module_eosdyn', 'nor.this')")
+    with pytest.raises(ImportError, match="figure needy needs no_such_module_eosdyn, which is not installed"):
+        run_figure("needy")
+    assert not scratch_figures.marker.exists()
+    monkeypatch.setenv("EOSDYN_FIGURES_DIR", str(tmp_path / "absent"))
+    assert registry.figures() == ()
+    with pytest.raises(ValueError, match="no figure scripts in .*absent.*EOSDYN_FIGURES_DIR"):
+        find_figure("phase-plane")
+
+
+def test_listing_does_not_import_torch():
+    code = ("import sys; from eosdyn.plot import registry; infos = registry.figures(); "
+            "assert len(infos) == 8; assert 'torch' not in sys.modules, 'listing imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

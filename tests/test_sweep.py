@@ -423,6 +423,11 @@ def test_locked_store_is_refused(fns, tmp_path):
         ({"eta": []}, ValueError, r"grid\['eta'\] is empty"),
         ({"eta": np.zeros((2, 2))}, ValueError, r"grid\['eta'\] must be 1-D"),
         ({"eta": [0.1, 0.1]}, ValueError, r"grid\['eta'\] has the duplicate value 0.1"),
+        # values that differ but collide as labels once the dimension has one coordinate type
+        ({"lr": [1, 1.0]}, ValueError, r"grid\['lr'\] has the values 1 and 1.0 .* collide as the label 1.0"),
+        ({"flag": [True, 1]}, ValueError, r"grid\['flag'\] has the values True and 1 .* collide as the label 1 "),
+        ({"x": [0.5, True, 1.0]}, ValueError, r"grid\['x'\] has the values True and 1.0 \(positions 1 and 2\)"),
+        ({"tag": [1, "1"]}, ValueError, r"grid\['tag'\] has the values 1 and '1' .* collide as the label '1'"),
         ({"eta": [[0.1, 0.2]]}, TypeError, r"grid\['eta'\]\[0\] must be a scalar"),
         ({"eta": [None]}, TypeError, r"grid\['eta'\]\[0\] must be a scalar"),
         ({"point": [1]}, ValueError, "reserved"),
@@ -505,6 +510,12 @@ def test_grid_enumeration_and_json_roundtrip():
     e = Grid([{"a": 1, "b": True}, {"b": False, "a": 2}])
     assert list(e) == [{"a": 1, "b": True}, {"a": 2, "b": False}]
     assert Grid.from_json(json.loads(json.dumps(e.to_json()))).canonical() == e.canonical()
+
+
+def test_grid_keeps_mixed_types_whose_labels_differ():
+    g = Grid({"x": [1, 2.5], "t": [True, "a"]})
+    assert list(g)[0] == {"x": 1, "t": True} and type(list(g)[0]["x"]) is int  # fn gets the values as given
+    assert g.coords()["x"][1].tolist() == [1.0, 2.5] and g.coords()["t"][1].tolist() == ["True", "a"]
 
 
 # ----------------------------------------------------------------------------- module, CLI

@@ -31,23 +31,18 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "run_figure",
+    "run_figure", "figure_main",
     "COLORS", "color", "RC", "DPI", "SIZES", "new_figure", "edge_line", "seed_band", "mark_threshold",
     "savefig", "to_jsonable", "figure_parser", "progress", "claim", "panel_label", "mean_sd",
 ]
 
 #: One colour per update rule / quantity, used by every figure (Okabe–Ito palette, colour-blind safe).
-COLORS = {
-    "gd": "#0072B2",
-    "heavyball": "#CC79A7",
-    "nesterov": "#56B4E9",
-    "ngd": "#009E73",
-    "adam": "#D55E00",
+#: The rules' colours are their own (``Rule.color``, :mod:`eosdyn.rules.registry`); the rest are
+#: the torch baselines and the quantities the figures draw.
+_QUANTITY_COLORS = {
     "adamw": "#D55E00",
     "sgd": "#0072B2",
     "sgdm": "#CC79A7",
-    "eosada": "#009E73",
-    "dcao": "#009E73",
     "sqrt-gd": "#E69F00",
     "map": "#0072B2",
     "sde": "#D55E00",
@@ -58,6 +53,14 @@ COLORS = {
 }
 _CYCLE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
+
+def _colors():
+    from ..rules import rules
+
+    return {**{name: cls.color for name, cls in rules().items()}, **_QUANTITY_COLORS}
+
+
+COLORS = _colors()
 #: Shared rcParams (applied inside :func:`new_figure`).
 RC = {
     "font.size": 9,
@@ -82,10 +85,18 @@ SIZES = {
 
 
 def color(name: str, i: int = 0) -> str:
-    """The colour of a rule or quantity (``"gd"``, ``"heavyball"``, ``"sde"``, …); else the i-th of the cycle."""
+    """The colour of a rule (any name or alias the registry knows: ``"gd"``, ``"hb"``, …) or of a
+    quantity (``"sde"``, ``"edge"``, …); else the i-th colour of the cycle."""
+    from ..rules.registry import normalise, rule_class
+
     key = str(name).lower().replace("_", "").replace(" ", "")
-    key = {"hb": "heavyball", "heavy-ball": "heavyball", "eos-ada": "eosada", "sgd+momentum": "sgdm"}.get(key, key)
-    return COLORS.get(key, _CYCLE[i % len(_CYCLE)])
+    key = {"sgd+momentum": "sgdm"}.get(key, key)
+    if key in _QUANTITY_COLORS:
+        return _QUANTITY_COLORS[key]
+    try:
+        return rule_class(normalise(name)).color
+    except (ValueError, TypeError):
+        return _CYCLE[i % len(_CYCLE)]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, size="wide", **subplot_kw):
@@ -235,6 +246,19 @@ def savefig(fig, out_dir, name: str, data: dict | None = None) -> dict:
     tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
     os.replace(tmp, js)
     return record
+
+
+def figure_main(name: str, description: str, compute, draw, summarize, *, torch_threads: int | None = None):
+    """The ``main(argv=None) -> dict`` of a figure script: :func:`run_figure` with its parts bound.
+
+    A script ends with ``main = plot.figure_main(NAME, DESCRIPTION, compute, draw, summarize)``
+    and ``if __name__ == "__main__": main()``; ``eosdyn figure NAME`` calls the same ``main``.
+    """
+    def main(argv=None) -> dict:
+        return run_figure(name, description, compute, draw, summarize, argv, torch_threads=torch_threads)
+
+    main.__doc__ = f"Run figure {name!r} ({description}); argv: --quick, --out DIR, --quiet."
+    return main
 
 
 def run_figure(name: str, description: str, compute, draw, summarize, argv=None, *,

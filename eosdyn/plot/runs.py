@@ -1,8 +1,7 @@
 """Small run helpers shared by the optimizer-comparison figures (4 and 5) and the notebooks.
 
-* :func:`toy_runs` — a rule's noise-free map from several starts
-  (:func:`eosdyn.analysis.phase.orbits`), with the loss at every step and λ₁ every
-  ``record_every`` steps, as (n_seeds, ·) arrays.
+* :func:`seed_runs` — a rule from several starts, through :func:`eosdyn.ensemble`, with the
+  loss at every step and λ₁ every ``record_every`` steps, as (n_seeds, ·) arrays.
 * :func:`steps_to_target` — first step at which each run's loss is ≤ a target (inf if never).
 * :func:`best_of` — the configuration of a grid with the fewest mean steps to a target
   (ties, e.g. never reaching it, broken by :func:`final_loss`).
@@ -13,34 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def toy_runs(loss, rule, theta0s, steps: int, record_every: int = 10, blowup: float = 1e8) -> dict:
-    """Iterate ``rule`` (noise off) from each row of ``theta0s``; loss per step, λ₁ per record.
+def seed_runs(loss, rule, theta0s, steps: int, record_every: int = 10, blowup: float = 1e8) -> dict:
+    """One run of ``rule`` per row of ``theta0s`` in the stepping core (:func:`eosdyn.ensemble`), in
+    the shape the comparison figures draw: the loss at every step, λ₁ every ``record_every``.
 
-    A run with |θᵢ| ≥ ``blowup`` counts as diverged (kept small: far beyond it the Hessian of a
-    quartic loss overflows, and a curvature-aware rule's eigensolver would meet inf).
-
-    Returns ``step`` (steps + 1,), ``loss`` (n, steps + 1) and ``sharp_step`` (R,),
-    ``sharpness`` (n, R) (NaN after a divergence), ``final_theta`` (n, d).
+    The rule follows its own curvature schedule (as it would in any simulation). A run with
+    |θᵢ| ≥ ``blowup`` counts as diverged (kept small: far beyond it the Hessian of a quartic
+    loss overflows). Returns ``step`` (steps + 1,), ``loss`` (n, steps + 1), ``sharp_step``
+    (R,), ``sharpness`` (n, R) (NaN from a divergence on) and ``final_theta`` (n, d).
     """
-    from ..analysis.phase import orbits
+    import eosdyn
 
-    th = np.atleast_2d(np.asarray(theta0s, float))
-    paths = orbits(loss, rule, th, steps, blowup=blowup)
-    n = th.shape[0]
-    L = np.full((n, steps + 1), np.nan)
-    rec = np.arange(0, steps + 1, record_every)
-    S = np.full((n, rec.size), np.nan)
-    for i in range(n):
-        for t in range(steps + 1):
-            p = paths[i, t]
-            if np.all(np.isfinite(p)):
-                L[i, t] = loss.value(p)
-        for j, t in enumerate(rec):
-            p = paths[i, t]
-            if np.all(np.isfinite(p)):
-                S[i, j] = np.linalg.eigvalsh(loss.hess(p))[-1]
-    return {"step": np.arange(steps + 1), "loss": L, "sharp_step": rec, "sharpness": S,
-            "final_theta": paths[:, -1, :]}
+    res = eosdyn.ensemble(loss, rule, np.atleast_2d(np.asarray(theta0s, float)), steps, record_every=1,
+                          track_sharpness=True, blowup=blowup)
+    return {"step": res.step, "loss": res.loss, "sharp_step": res.step[::record_every],
+            "sharpness": res.sharpness[:, ::record_every], "final_theta": res.final_theta}
 
 
 def steps_to_target(loss, target, step=None) -> np.ndarray:

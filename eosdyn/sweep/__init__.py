@@ -29,7 +29,7 @@ import types as _types
 from ._grid import Grid
 from ._store import StoreError
 from .config import format_status, read_config, run_config, sweep_cli_main
-from .core import git_revision, eosdyn_version, load, status, sweep, to_dataset
+from .core import eosdyn_version, git_revision, load, status, sweep, to_dataset
 
 __all__ = [
     "sweep",

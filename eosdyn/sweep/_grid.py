@@ -49,10 +49,37 @@ def _check_name(where: str, name) -> str:
     if not isinstance(name, str):
         raise TypeError(f"{where}: parameter names must be str, got {type(name).__name__} {name!r}")
     if not name.isidentifier() or keyword.iskeyword(name):
-        raise ValueError(f"{where}: parameter name {name!r} is not a valid Python identifier (it is passed as fn(**point))")
+        raise ValueError(f"{where}: parameter name {name!r} is not a valid Python identifier "
+                         "(it is passed as fn(**point))")
     if name in RESERVED:
-        raise ValueError(f"{where}: parameter name {name!r} is reserved by the sweep; reserved names: {sorted(RESERVED)}")
+        raise ValueError(f"{where}: parameter name {name!r} is reserved by the sweep; "
+                         f"reserved names: {sorted(RESERVED)}")
     return name
+
+
+def _check_distinct_labels(name: str, values: list) -> None:
+    """Refuse two values of dimension ``name`` that would get the same label.
+
+    The labels are the dimension's coordinate, ``np.asarray(values)``: ``[1, 1.0]``
+    becomes ``[1.0, 1.0]``, ``[True, 1]`` becomes ``[1, 1]`` and ``[1, "1"]`` becomes
+    ``["1", "1"]``. Two points with one label cannot be told apart by ``ds.sel``, and
+    Python's equality (``1 == 1.0 == True``) would merge them as keys of a dict.
+    """
+    labels = [json.dumps(label) for label in np.asarray(values).tolist()]
+    first_with_label: dict = {}
+    for k, label in enumerate(labels):
+        j = first_with_label.setdefault(label, k)
+        if j == k:
+            continue
+        a, b = values[j], values[k]
+        if json.dumps(a) == json.dumps(b):
+            raise ValueError(
+                f"grid[{name!r}] has the duplicate value {a!r}: grid values label a dimension and must be unique"
+            )
+        raise ValueError(
+            f"grid[{name!r}] has the values {a!r} and {b!r} (positions {j} and {k}), which collide as the label "
+            f"{json.loads(label)!r} of dimension {name!r}; keep one of them"
+        )
 
 
 class Grid:
@@ -80,7 +107,7 @@ class Grid:
         for name, vals in grid.items():
             _check_name("grid", name)
             where = f"grid[{name!r}]"
-            if isinstance(vals, (str, bytes)) or isinstance(vals, Mapping) or not isinstance(vals, Iterable):
+            if isinstance(vals, (str, bytes, Mapping)) or not isinstance(vals, Iterable):
                 raise TypeError(
                     f"{where} must be a list of values, got {type(vals).__name__} {vals!r}; "
                     "wrap a single value in a list"
@@ -90,10 +117,7 @@ class Grid:
             vs = [_scalar(f"{where}[{k}]", v) for k, v in enumerate(vals)]
             if len(vs) == 0:
                 raise ValueError(f"{where} is empty: every grid dimension needs at least one value")
-            keys = [json.dumps(v) for v in vs]
-            if len(set(keys)) != len(keys):
-                dup = next(v for v, k in zip(vs, keys) if keys.count(k) > 1)
-                raise ValueError(f"{where} has the duplicate value {dup!r}: grid values label a dimension and must be unique")
+            _check_distinct_labels(name, vs)
             dims.append(name)
             values[name] = vs
         self.kind = "cartesian"
@@ -157,7 +181,7 @@ class Grid:
         return {"kind": "cartesian", "dims": list(self.dims), "values": {d: self.values[d] for d in self.dims}}
 
     @classmethod
-    def from_json(cls, spec: dict) -> "Grid":
+    def from_json(cls, spec: dict) -> Grid:
         if spec.get("kind") == "points":
             return cls(spec["points"])
         if spec.get("kind") == "cartesian":
@@ -168,7 +192,7 @@ class Grid:
         """A string equal for two grids iff they enumerate the same points in the same order."""
         return json.dumps(self.to_json(), sort_keys=False, separators=(",", ":"))
 
-    def describe_difference(self, other: "Grid") -> str:
+    def describe_difference(self, other: Grid) -> str:
         """A one-line human description of how ``other`` differs from ``self``."""
         if self.kind != other.kind:
             return f"the store holds a {self.kind} grid, the request is a {other.kind} grid"

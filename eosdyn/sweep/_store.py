@@ -74,7 +74,7 @@ def encode(ds: xr.Dataset) -> tuple[bytes, str]:
     int32 and reads strings back as objects).
     """
     ds = ds.copy(deep=False)
-    for name, var in ds.variables.items():
+    for var in ds.variables.values():
         if var.dtype.kind in "iuUS":
             var.attrs[_STR_DTYPE_ATTR] = var.dtype.str
     errors = []

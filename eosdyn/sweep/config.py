@@ -20,6 +20,14 @@ A config file::
 
 The directory of the config file is put on ``sys.path`` so that ``fn`` may live in
 a module next to it.
+
+Trust: ``fn`` names Python code to import and run, so a config file is as trusted as
+a script; run only configs you would run as code. Its *values* are data: nothing here
+evaluates a string, and a loss expression in a grid value (``"sympy:expr=..."`` given
+to a point function that builds the loss with :func:`eosdyn.specs.loss_from_spec` or
+:func:`eosdyn.losses.from_sympy`) goes through the whitelist parser of
+:mod:`eosdyn.losses.symbolic`, which never runs it. ``fn`` may not name dunder
+attributes (``module:obj.__class__``...): only a module and its functions.
 """
 from __future__ import annotations
 
@@ -68,6 +76,10 @@ def import_fn(spec: str):
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ValueError(f"fn must be a string 'module:function', got {spec!r}")
     mod_name, attr = spec.split(":")
+    dunder = [p for p in mod_name.split(".") + attr.split(".") if p.startswith("__") and p.endswith("__")]
+    if dunder:
+        raise ValueError(f"fn {spec!r}: dunder name {dunder[0]!r} is not allowed; name a module and a function "
+                         f"('module:function')")
     try:
         obj = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -179,6 +191,8 @@ def sweep_cli_main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"eosdyn sweep: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # sweep() has printed "k/N points done; rerun ... to resume"
+        return 130
     st = status(ds.attrs["sweep_store"])
     print(format_status(st))
     return 0 if st["done"] == st["n_points"] else 1

@@ -7,12 +7,20 @@ Execution
 * ``client=None, n_workers=k > 1`` (default ``k`` = the cores this process may use):
   a :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method.
   ``spawn`` is chosen over ``fork`` because forking a parent that already runs
-  numba/OpenMP/torch thread pools can deadlock the children, and a worker killed
-  with its parent never lingers on inherited pipes. The cost: ``fn`` must be
+  numba/OpenMP/torch thread pools can deadlock the children. The cost: ``fn`` must be
   importable by the workers (defined in a module, or in the ``__main__`` of a script
   guarded by ``if __name__ == "__main__"``). In a notebook pass
   ``mp_context="fork"`` or ``n_workers=1``. Each worker limits numba to
   ``max(1, cores // k)`` threads so that k workers do not oversubscribe the cores.
+
+  The workers die with this process, whatever the start method, even when it is
+  killed with SIGKILL: on Linux the kernel kills them (``PR_SET_PDEATHSIG``),
+  elsewhere a watchdog thread in each worker exits when the parent's sentinel
+  closes (see :func:`_die_with_parent`). The multiprocessing resource tracker then
+  loses its last client and exits too, so nothing keeps this process's stdout open.
+  On Ctrl-C the workers ignore SIGINT and this process kills them, reports
+  "k/N points done; rerun the same command to resume" and re-raises the
+  KeyboardInterrupt; the points in flight are lost and run again on resume.
 * ``client=dask.distributed.Client(...)``: points are submitted to the cluster
   (``Client.submit``, at most a few per worker thread in flight); results come back
   to this process, which alone writes the store. Any
@@ -27,15 +35,19 @@ store (see :mod:`eosdyn.sweep._store` for the format and its atomicity).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
+from multiprocessing.connection import wait as wait_until_ready
 
 import numpy as np
 import xarray as xr
@@ -125,7 +137,8 @@ def to_dataset(result) -> xr.Dataset:
                 continue
             a = np.asarray(v)
             if a.dtype == object:
-                raise TypeError(f"result {k!r} is not numeric or str (got {type(v).__name__}); return arrays or scalars")
+                raise TypeError(f"result {k!r} is not numeric or str (got {type(v).__name__}); "
+                                "return arrays or scalars")
             data[k] = ([f"{k}_dim_{j}" for j in range(a.ndim)], a)
         return xr.Dataset(data)
     a = np.asarray(result)
@@ -159,7 +172,68 @@ def _run_point(fn, index: int, params: dict):
     return rec, payload
 
 
+# ----------------------------------------------------------------------------- worker lifetime
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _ask_kernel_to_kill_me_with_parent() -> bool:
+    """Linux only: have the kernel SIGKILL this process when its parent process dies.
+
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` through libc. Returns False where there is
+    no prctl (other systems) or the call fails (e.g. a seccomp filter forbids it).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_readable(sentinel) -> None:
+    wait_until_ready([sentinel])  # readable means EOF: the parent has exited
+    os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Make this worker process end when the process that started it ends, even by SIGKILL.
+
+    Without this, a worker whose parent was killed blocks forever on the task queue
+    (it holds that queue's write end itself, so it never reads EOF), keeps the
+    multiprocessing resource tracker alive, and keeps the parent's stdout open, so
+    that a caller reading that output waits for ever.
+
+    Where the parent is our direct parent and Linux offers ``PR_SET_PDEATHSIG``, the
+    kernel kills us: that works even while ``fn`` runs a numba kernel that holds the
+    GIL. The parent may have died between our start and the ``prctl`` call, after
+    which the signal is armed against the new parent (init) and never comes: the
+    ``getppid`` check after it catches that. (Linux sends the signal when the *thread*
+    that started the worker ends; here that is the thread that called :func:`sweep`,
+    which shuts the pool down before it returns.) Elsewhere (macOS, Windows, and under the
+    ``forkserver`` start method, where our direct parent is the fork server) a daemon
+    thread waits on the parent's sentinel, a pipe or process handle that becomes
+    ready when the parent ends, and exits the process; it needs the GIL to do so, so
+    it may wait for a GIL-holding kernel to return.
+    """
+    parent = mp.parent_process()
+    if parent is None:  # not started by multiprocessing: nobody to die with
+        return
+    if os.getppid() == parent.pid and _ask_kernel_to_kill_me_with_parent():
+        if os.getppid() != parent.pid:  # the parent died before the prctl call took effect
+            os._exit(1)
+        return
+    threading.Thread(target=_exit_when_readable, args=(parent.sentinel,), daemon=True,
+                     name="eosdyn-sweep-parent-watchdog").start()
+
+
 def _init_worker(n_threads: int) -> None:
+    """Set up a local worker process: it dies with the sweep's process, leaves Ctrl-C to
+    it (which kills the workers, see :func:`_kill_workers`), and limits numba's threads."""
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group: without this, each idle worker would print
+    # its own KeyboardInterrupt traceback, and a busy one would send one back as a result
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "numba" in sys.modules:
         import numba
 
@@ -252,6 +326,20 @@ def _check_picklable(fn, ctx_name: str):
         ) from None
 
 
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill a pool's worker processes now, on Ctrl-C or an error of the sweep itself.
+
+    ``shutdown(cancel_futures=True)`` alone lets the points in flight run to their end,
+    and the interpreter waits for them at exit, although nobody will store their results.
+    """
+    kill = getattr(pool, "kill_workers", None)  # Python >= 3.14
+    if kill is not None:
+        kill()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
+
+
 def _run_local_pool(fn, tasks, n_workers, mp_context, on_result):
     ctx = mp.get_context(mp_context) if isinstance(mp_context, str) else mp_context
     threads = max(1, _available_cores() // n_workers)
@@ -269,6 +357,7 @@ def _run_local_pool(fn, tasks, n_workers, mp_context, on_result):
         _windowed(new_pool(), _cf_wait, fn, tasks, 2 * n_workers, on_result, on_broken=new_pool)
     except BaseException:
         for p in pools:
+            _kill_workers(p)
             p.shutdown(wait=False, cancel_futures=True)
         raise
     for p in pools:
@@ -437,6 +526,14 @@ def sweep(
                         on_result(*_run_point(fn, i, p))
                 else:
                     _run_local_pool(fn, todo, min(n_workers, len(todo)), mp_context, on_result)
+        except KeyboardInterrupt:
+            # a traceback would hide the one thing to know: what is saved, and how to go on
+            if bar is not None:
+                bar.close()
+            done = sum(1 for r in records.values() if r["status"] == "ok")
+            print(f"\nsweep interrupted: {done}/{g.n_points} points done; rerun the same command to resume "
+                  f"(store {st.path})", file=sys.stderr)
+            raise
         finally:
             if bar is not None:
                 bar.close()
