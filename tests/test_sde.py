@@ -463,7 +463,7 @@ def test_kernel_path_regenerates_with_integrate():
     G = lambda y, t: np.sqrt(lr) * Bn
     for method in ["euler", "srk15"]:
         r = simulate(loss, lr, noise, th0, dt, steps, method=method, record_every=1, seed=seed,
-                     record_paths=True)
+                     record_theta=True)
         for i in range(3):
             inc = increments(seed, i, steps, 2, dt, dZ=method == "srk15")
             dW, dZ = inc if method == "srk15" else (inc, None)
@@ -471,7 +471,7 @@ def test_kernel_path_regenerates_with_integrate():
                           noise_type="additive")
             assert np.max(np.abs(r.theta[i] - y)) < 1e-12
     # isotropic noise uses m = d normals per step
-    r = simulate(loss, lr, Isotropic(0.3), th0, dt, steps, record_every=1, seed=seed, record_paths=True)
+    r = simulate(loss, lr, Isotropic(0.3), th0, dt, steps, record_every=1, seed=seed, record_theta=True)
     dW = increments(seed, 1, steps, 3, dt)
     y = integrate(f, lambda y, t: np.sqrt(lr) * 0.3 * np.eye(3), th0[1], np.arange(steps + 1) * dt, dW=dW)
     assert np.max(np.abs(r.theta[1] - y)) < 1e-12
@@ -524,7 +524,7 @@ def test_divergence_is_flagged_and_kept_out_of_statistics():
 
 def test_result_forms(tmp_path):
     loss, noise, _ = _ou_problem()
-    r = simulate(loss, 0.5, noise, np.ones((6, 3)), 0.1, 50, record_every=10, seed=1, record_paths=True)
+    r = simulate(loss, 0.5, noise, np.ones((6, 3)), 0.1, 50, record_every=10, seed=1, record_theta=True)
     assert isinstance(r, EnsembleResult) and isinstance(r, SDEResult)
     assert r.loss.shape == (6, 6) and r.theta.shape == (6, 6, 3) and r.theta_cov.shape == (6, 3, 3)
     np.testing.assert_allclose(r.sharpness, loss.lambda_max)
@@ -655,7 +655,7 @@ def test_hessian_aligned_noise():
     lr, c, dt, steps = 0.2, 0.05, 0.1, 100
     th0 = np.array([[1.0, -1.0], [0.9, 1.1], [-1.2, 0.8]])
     noise = HessianAligned(c)
-    r = simulate(loss, lr, noise, th0, dt, steps, record_every=1, seed=3, record_paths=True)
+    r = simulate(loss, lr, noise, th0, dt, steps, record_every=1, seed=3, record_theta=True)
     f = lambda y, t: -lr * loss.grad(y)
     G = lambda y, t: np.sqrt(lr) * noise.matrix(y, loss)
     for i in range(3):
@@ -687,7 +687,7 @@ def test_diagonal_callable_noise_srk15_kernel_matches_integrate():
     noise = CallableNoise(_gbm_b, kind="diagonal")          # √η·b = 2·0.5·θ = σθ
     th0 = np.array([[1.0], [0.5]])
     dt, steps = 1.0 / 64, 64
-    r = simulate(loss, lr, noise, th0, dt, steps, method="srk15", record_every=1, seed=4, record_paths=True)
+    r = simulate(loss, lr, noise, th0, dt, steps, method="srk15", record_every=1, seed=4, record_theta=True)
     for i in range(2):
         dW, dZ = increments(4, i, steps, 1, dt, dZ=True)
         y = integrate(lambda y, t: mu * y, lambda y, t: sig * y, th0[i], np.arange(steps + 1) * dt,
@@ -702,7 +702,7 @@ def test_diagonal_callable_noise_milstein_and_matrix_kernels():
     th0 = np.array([[1.0], [0.5]])
     dt, steps = 1.0 / 64, 64
     r = simulate(loss, lr, CallableNoise(_gbm_b, kind="diagonal"), th0, dt, steps, method="milstein",
-                 record_every=1, seed=4, record_paths=True)
+                 record_every=1, seed=4, record_theta=True)
     for i in range(2):
         y = integrate(lambda y, t: mu * y, lambda y, t: sig * y, th0[i], np.arange(steps + 1) * dt,
                       method="milstein", dW=increments(4, i, steps, 1, dt))
@@ -715,7 +715,7 @@ def test_diagonal_callable_noise_milstein_and_matrix_kernels():
         out[0, 1] = 1.0
         return out
 
-    r = simulate(loss, lr, CallableNoise(bmat), th0, dt, steps, record_every=1, seed=4, record_paths=True)
+    r = simulate(loss, lr, CallableNoise(bmat), th0, dt, steps, record_every=1, seed=4, record_theta=True)
     y = integrate(lambda y, t: mu * y, lambda y, t: np.sqrt(lr) * np.array([[y[0], 1.0]]), th0[1],
                   np.arange(steps + 1) * dt, dW=increments(4, 1, steps, 2, dt))
     assert np.max(np.abs(r.theta[1] - y)) < 1e-12 * max(1.0, np.abs(y).max())

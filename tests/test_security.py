@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import re
 import sys
 import textwrap
 import time
@@ -94,8 +95,9 @@ def test_unknown_names_are_listed_with_the_allowed_ones(marker):
 @pytest.mark.parametrize("expr, token", [
     ("x+" * 6000 + "x", "too long"),                         # over MAX_EXPR_CHARS
     ("exp(" * 150 + "x" + ")" * 150, "nested too deeply"),   # over MAX_EXPR_DEPTH
-    ("-" * 5000 + "x", "could not be parsed"),               # Python's parser gives up
-    ("(" * 300 + "x" + ")" * 300, "could not be parsed"),
+    # Python's own parser may give up first, or parse it and leave the depth check to refuse it
+    ("-" * 5000 + "x", "could not be parsed|nested too deeply"),
+    ("(" * 300 + "x" + ")" * 300, "could not be parsed|nested too deeply"),
     ("9**9**9**9", "9**9**9"),                               # would never finish
     ("2**(10**6)*x", "2**(10**6)"),
     ("sqrt(2)**(10**6)", "sqrt(2)**(10**6)"),
@@ -105,7 +107,7 @@ def test_very_long_deep_or_huge_input_is_refused_quickly(expr, token):
     t0 = time.perf_counter()
     with pytest.raises(ValueError) as info:
         from_sympy(expr, ["x"])
-    assert token in str(info.value)
+    assert re.search(token, str(info.value)) if "|" in token else token in str(info.value)
     assert time.perf_counter() - t0 < 10.0
 
 
