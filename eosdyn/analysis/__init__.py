@@ -12,7 +12,11 @@ is the edge, and what happens past it.
 - :func:`displacement_field`, :func:`nullclines`, :func:`basins`, :func:`orbits` — phase
   portraits of 2-D losses.
 - :func:`oscillation_spectrum` — power spectrum of a loss series, power at period 2.
-- :func:`stationary_covariance` — Lyapunov equations of noisy GD (SDE and map).
+- :func:`stationary_covariance` — Lyapunov equations of noisy GD (SDE and map, with
+  heavy-ball momentum for the map).
+- :func:`sgd_threshold`, :func:`sgd_moment_operator`, :func:`batch_sharpness` — the
+  stochastic edge: SGD's exact mean-square threshold (Mulayoff & Michaeli 2024) beside
+  Wu, Ma & E's bound, and batch sharpness (Andreyev & Beneventano 2024) on finite sums.
 - :func:`linear_network_stability`, :func:`min_manifold_sharpness`,
   :func:`convergence_fraction` — the critical step size 2/min_M λ_max of linear networks
   (Crăciun & Ghoshdastidar 2024) and its empirical check.
@@ -39,6 +43,7 @@ from .phase import (
                           nullclines,
                           orbits,
 )
+from .sgd import BatchSharpness, SGDThreshold, batch_sharpness, sgd_moment_operator, sgd_threshold
 from .spectra import OscillationSpectrum, oscillation_spectrum
 from .stability import (
                           SimulatedThreshold,
@@ -59,7 +64,7 @@ from .stationary import stationary_covariance, stationary_variance_per_mode
 
 __all__ = [
     "stability", "StabilityResult", "classify", "threshold", "ThresholdResult", "simulated_threshold",
-    "SimulatedThreshold",
+    "SimulatedThreshold", "sgd_threshold", "SGDThreshold", "sgd_moment_operator", "batch_sharpness", "BatchSharpness",
     "gd_threshold", "heavyball_threshold", "nesterov_threshold", "adam_threshold", "eosada_threshold",
     "preconditioned_sharpness",
     "fixed_points", "gd_fixed_points", "periodic_orbits", "FixedPointResult", "Orbit",

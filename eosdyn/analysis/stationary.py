@@ -20,16 +20,27 @@ solves the discrete Lyapunov equation
 which exists iff ρ(I − ηH) < 1, i.e. 0 < ηλ < 2 for every mode. The ratio
 map/SDE = 2/(2 − ηλ) is 1 + O(ηλ) for small steps and diverges at the edge of
 stability ηλ → 2. Both per-mode laws are derived with sympy in ``theory/noisy_gd.py``.
+
+**Heavy-ball momentum** (``momentum=β``, map only). SGD with momentum, b ← βb + g,
+θ ← θ − ηb, whose noise enters with the step, is θ_{t+1} = θ_t − ηHθ_t + β(θ_t − θ_{t−1})
++ √η·ξ_t: on the state z = (θ_t, θ_{t−1}),
+
+    z' = A z + (√η ξ, 0),   A = [[(1 + β)I − ηH, −βI], [I, 0]],   C_z = A C_z Aᵀ + diag(ηΣ, 0),
+
+and the θ-block of C_z is returned. Per mode it is the AR(2) variance
+(1 + β)σ²/((1 − β)λ(2 + 2β − ηλ)), which needs 0 < ηλ < 2 + 2β (derived in
+``theory/noisy_gd.py``). Note that noise *added to θ after* a heavy-ball step (leaving the
+buffer b alone) is another process, an ARMA(2, 1) with a smaller variance.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
 
-from .._validate import choice, positive, symmetric
+from .._validate import choice, in_range, positive, symmetric
 
 
-def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
+def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float = 0.0) -> np.ndarray:
     """Stationary covariance of noisy GD on ½θᵀHθ with noise covariance Σ per unit of ηt.
 
     Parameters
@@ -39,6 +50,9 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
     lr : step size η > 0.
     kind : "sde" — solve ηH C + C ηH = ηΣ (needs H positive definite);
            "map" — solve C = (I − ηH) C (I − ηH)ᵀ + ηΣ (needs ρ(I − ηH) < 1).
+    momentum : heavy-ball β in [0, 1), ``kind="map"`` only: the θ-block of the stationary
+        covariance of SGD with momentum (module docstring; needs ρ(A) < 1, i.e.
+        0 < ηλ < 2 + 2β for every eigenvalue λ of H).
 
     Raises ValueError (naming the parameter) for non-square or non-symmetric H or Σ,
     an indefinite Σ, or when no stationary distribution exists.
@@ -53,6 +67,9 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
             raise ValueError(f"noise_cov must have the shape of H {H.shape}, got {S.shape}")
     eta = positive("lr", lr)
     kind = choice("kind", kind, ("sde", "map"))
+    beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
+    if beta and kind != "map":
+        raise ValueError("momentum is defined for kind='map' only (heavy-ball is a discrete map)")
     sev = np.linalg.eigvalsh(S)
     if sev[0] < -1e-12 * max(1.0, abs(sev[-1])):
         raise ValueError(f"noise_cov must be positive semi-definite, has eigenvalue {sev[0]:.3g}")
@@ -62,6 +79,16 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
             raise ValueError(f"H must be positive definite for a stationary SDE covariance "
                              f"(smallest eigenvalue {hev[0]:.3g})")
         C = solve_continuous_lyapunov(eta * H, eta * S)
+    elif beta:
+        if hev[0] <= 0 or eta * hev[-1] >= 2.0 + 2.0 * beta:
+            raise ValueError(f"heavy-ball SGD has no stationary distribution: needs 0 < lr·λ < 2 + 2·momentum "
+                             f"= {2 + 2 * beta:g} for every eigenvalue λ of H, got lr·λ in "
+                             f"[{eta * hev[0]:.6g}, {eta * hev[-1]:.6g}]")
+        I = np.eye(d)
+        A = np.block([[(1.0 + beta) * I - eta * H, -beta * I], [I, np.zeros((d, d))]])
+        Q = np.zeros((2 * d, 2 * d))
+        Q[:d, :d] = eta * S
+        C = solve_discrete_lyapunov(A, Q)[:d, :d]
     else:
         rho = np.abs(1.0 - eta * hev).max()
         if rho >= 1.0:
@@ -72,8 +99,9 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde") -> np.ndarray:
     return 0.5 * (C + C.T)
 
 
-def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde"):
-    """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map).
+def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: float = 0.0):
+    """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map); with heavy-ball
+    ``momentum`` β (map only) the AR(2) law (1 + β)σ²/((1 − β)λ(2 + 2β − ηλ)), lr·λ < 2 + 2β.
 
     ``lam`` (a number or an array of curvatures λ) must be finite and > 0 for every mode,
     and for ``kind="map"`` also lr·λ < 2; ``sigma2`` (σ², a number or an array that
@@ -84,6 +112,9 @@ def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde"):
     """
     kind = choice("kind", kind, ("sde", "map"))
     eta = positive("lr", lr)
+    beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
+    if beta and kind != "map":
+        raise ValueError("momentum is defined for kind='map' only (heavy-ball is a discrete map)")
     lam = _real_array("lam", lam)
     s2 = _real_array("sigma2", sigma2)
     if np.any(s2 < 0):
@@ -91,13 +122,15 @@ def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde"):
     if np.any(lam <= 0):
         raise ValueError(f"lam must be in (0, inf) for every mode (no stationary distribution at curvature "
                          f"<= 0), got lam = {float(lam[lam <= 0].ravel()[0]):g}")
-    if kind == "map" and np.any(eta * lam >= 2.0):
-        bad = float(lam[eta * lam >= 2.0].ravel()[0])
-        raise ValueError(f"lr·lam must be in (0, 2) for every mode with kind='map' (noisy GD has no stationary "
-                         f"distribution otherwise), got lr·lam = {eta * bad:.6g} at lam = {bad:g}, lr = {eta:g}")
+    edge = 2.0 + 2.0 * beta
+    if kind == "map" and np.any(eta * lam >= edge):
+        bad = float(lam[eta * lam >= edge].ravel()[0])
+        raise ValueError(f"lr·lam must be in (0, {edge:g}) for every mode with kind='map' (noisy GD has no "
+                         f"stationary distribution otherwise), got lr·lam = {eta * bad:.6g} at lam = {bad:g}, "
+                         f"lr = {eta:g}")
     if kind == "sde":
         return sigma2 / (2.0 * lam)
-    return sigma2 / (lam * (2.0 - lr * lam))
+    return (1.0 + beta) * sigma2 / ((1.0 - beta) * lam * (edge - lr * lam))
 
 
 def _real_array(name, value):

@@ -1,0 +1,313 @@
+r"""The stochastic edge: SGD's exact mean-square stability threshold and batch sharpness.
+
+**SGD's linear stability** (Mulayoff & Michaeli, COLT 2024). Near a minimum θ* of a
+finite sum L = (1/n) Σᵢ ℓᵢ with per-example Hessians Hᵢ (exactly, for linear regression:
+Hᵢ = xᵢxᵢᵀ), the error e = θ − θ* of SGD with batch B evolves by the random linear map
+e ← (I − ηH_B) e, H_B = (1/|B|) Σ_{i∈B} Hᵢ; with heavy-ball momentum β the state
+z = (e_t, e_{t−1}) evolves by
+
+    A_B = [[(1 + β)I − ηH_B, −βI], [I, 0]]      (θ_{t+1} = θ_t − ηg_B + β(θ_t − θ_{t−1})),
+
+PyTorch's ``SGD(momentum=β)`` written on θ alone. The second moment M = E[zzᵀ] follows the
+linear operator M ↦ E[A_B M A_Bᵀ], whose matrix on vec(M) is E[A_B ⊗ A_B]. A_B is affine in
+H_B, so the operator depends on the sampling only through E[H_B] = H and
+
+    E[H_B ⊗ H_B] = (1 − p) H ⊗ H + p · (1/n) Σᵢ Hᵢ ⊗ Hᵢ,
+    p = (n − B)/(B(n − 1))  (without replacement),   p = 1/B  (with replacement):
+
+SGD is, in second moments, the *mixture* process that takes a full-batch step with
+probability 1 − p and a single-example step with probability p. SGD is mean-square stable
+iff the spectral radius ρ(E[A_B ⊗ A_B]) < 1; :func:`sgd_threshold` returns the smallest
+η > 0 where it reaches 1. It is at most GD's (or heavy-ball's) threshold: E[zzᵀ] ⪰ E[z]E[z]ᵀ
+and the mean follows full-batch GD. Directions in the null space of H (where every Hᵢ
+vanishes, e.g. over-parameterised regression) are neutral for every η and are left out.
+
+Beside it, **Wu, Ma & E (NeurIPS 2018)**, with sharpness a = λ_max(H) and non-uniformity
+s = λ_max(Σ_H)^{1/2}, Σ_H = (1/n)ΣᵢHᵢ² − H²:
+- their sufficient condition λ_max((I − ηH)² + pη²Σ_H) ≤ 1 (then E‖e‖² cannot grow, as
+  E‖e_{t+1}‖² = E[e_tᵀ((I − ηH)² + pη²Σ_H)e_t]) gives a *lower* bound on the exact threshold;
+- their conditions a ≤ 2/η and s ≤ 1/(η√p), which they state as necessary, give
+  min(2/a, 1/(s√p)). In one dimension the sufficient condition is exact and this is an
+  upper bound on it (2a/(a² + ps²) ≤ min(2/a, 1/(s√p))). In several dimensions it is not a
+  bound: the exact threshold can lie above it (tests/test_sgd.py has a case), because the
+  worst direction of Σ_H need not be one the dynamics excite.
+
+**Batch sharpness** (Andreyev & Beneventano, arXiv 2412.20553): E_B[g_Bᵀ H_B g_B / ‖g_B‖²],
+the curvature of the batch loss along the batch's own gradient — the quantity SGD holds at
+2/η, while the full-batch λ_max sits below it. :func:`batch_sharpness` computes it exactly,
+by enumerating every batch where C(n, B) is small, and by Monte Carlo otherwise, next to
+the "expectation inside" variant E[g_BᵀH_Bg_B]/E[‖g_B‖²].
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from .._validate import in_range, nonneg_int, positive, seed_value
+from ..losses.finite_sum import FiniteSumLoss, minibatch_factor
+
+__all__ = ["SGDThreshold", "BatchSharpness", "sgd_moment_operator", "sgd_threshold", "batch_sharpness"]
+
+
+def _finite_sum(loss, where):
+    if not isinstance(loss, FiniteSumLoss):
+        raise TypeError(f"{where} needs a finite-sum loss (eosdyn.losses.FiniteSumLoss, e.g. LeastSquares), "
+                        f"got {type(loss).__name__}")
+    return loss
+
+
+def _batch_size(loss, batch_size, replacement):
+    B = nonneg_int("batch_size", batch_size, minimum=1)
+    n = loss.n_examples
+    if not replacement and n < B:
+        raise ValueError(f"batch_size must be in [1, n_examples = {n}] when sampling without replacement, got {B}")
+    return B
+
+
+def _reduced_hessians(loss, theta):
+    """H and the Hᵢ restricted to the range of H (the null space is neutral for every η)."""
+    Hi = np.asarray(loss.per_example_hessians(theta), dtype=float)
+    H = Hi.mean(axis=0)
+    w, V = np.linalg.eigh(0.5 * (H + H.T))
+    if w[-1] <= 0:
+        raise ValueError("the loss Hessian at theta has no positive eigenvalue: no stability threshold exists")
+    if w[0] < -1e-10 * w[-1]:
+        raise ValueError(f"the loss Hessian at theta is not positive semi-definite (eigenvalue {w[0]:.3g}): "
+                         f"theta is not a minimum")
+    U = V[:, w > 1e-10 * w[-1]]
+    return U.T @ H @ U, np.einsum("ji,njk,kl->nil", U, Hi, U)
+
+
+def _transition(Hb, eta, beta):
+    r = Hb.shape[0]
+    I = np.eye(r)
+    if beta == 0.0:
+        return I - eta * Hb
+    A = np.zeros((2 * r, 2 * r))
+    A[:r, :r] = (1.0 + beta) * I - eta * Hb
+    A[:r, r:] = -beta * I
+    A[r:, :r] = I
+    return A
+
+
+def _operator(H, Hi, eta, beta, p):
+    A = _transition(H, eta, beta)
+    T = (1.0 - p) * np.kron(A, A)
+    if p > 0.0:
+        acc = np.zeros_like(T)
+        for Hk in Hi:
+            Ak = _transition(Hk, eta, beta)
+            acc += np.kron(Ak, Ak)
+        T += p * acc / Hi.shape[0]
+    return T
+
+
+def sgd_moment_operator(loss, lr, batch_size, momentum: float = 0.0, replacement: bool = False,
+                        theta=None) -> np.ndarray:
+    """The matrix of M ↦ E[A_B M A_Bᵀ] on vec(M) (row-major ``M.ravel()``), E[A_B ⊗ A_B].
+
+    In the loss's own coordinates: shape (d², d²), or ((2d)², (2d)²) with momentum (state
+    z = (e_t, e_{t−1})). ``theta`` is where the per-example Hessians are taken (a
+    least-squares loss has the same everywhere; default its minimiser).
+    """
+    loss = _finite_sum(loss, "sgd_moment_operator")
+    eta = positive("lr", lr)
+    beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
+    B = _batch_size(loss, batch_size, replacement)
+    Hi = np.asarray(loss.per_example_hessians(_where(loss, theta)), dtype=float)
+    return _operator(Hi.mean(axis=0), Hi, eta, beta, minibatch_factor(loss.n_examples, B, replacement))
+
+
+def _where(loss, theta):
+    if theta is not None:
+        return loss._theta(theta)
+    return getattr(loss, "minimizer", np.zeros(loss.dim))
+
+
+def _radius(T) -> float:
+    return float(np.abs(np.linalg.eigvals(T)).max())
+
+
+@dataclass
+class SGDThreshold:
+    """:func:`sgd_threshold`'s answer.
+
+    threshold : the exact mean-square threshold η* (ρ(E[A_B ⊗ A_B]) = 1).
+    gd_threshold : full-batch GD's (or heavy-ball's) threshold 2(1 + β)/λ_max ≥ threshold.
+    wu_ma_e_sufficient : the largest η with λ_max((I − ηH)² + pη²Σ_H) ≤ 1, a lower bound on
+        ``threshold`` (Wu, Ma & E 2018's sufficient condition); None with momentum.
+    wu_ma_e_necessary : min(2/a, 1/(s√p)), Wu, Ma & E's stated necessary conditions; an upper
+        bound on ``threshold`` in one dimension, not a bound in general (module docstring);
+        None with momentum.
+    p : the mixture's single-example probability.
+    sharpness, non_uniformity : a = λ_max(H) and s = λ_max((1/n)ΣHᵢ² − H²)^{1/2}.
+    """
+
+    threshold: float
+    gd_threshold: float
+    wu_ma_e_sufficient: float | None
+    wu_ma_e_necessary: float | None
+    p: float
+    sharpness: float
+    non_uniformity: float
+    batch_size: int
+    n_examples: int
+    momentum: float
+    replacement: bool
+
+    def ratio(self) -> float:
+        """threshold / gd_threshold: how far below GD's edge the noise puts SGD's."""
+        return self.threshold / self.gd_threshold
+
+
+def sgd_threshold(loss, batch_size, momentum: float = 0.0, replacement: bool = False, theta=None,
+                  rtol: float = 1e-10) -> SGDThreshold:
+    """SGD's exact mean-square linear-stability threshold on a finite-sum loss (Mulayoff & Michaeli 2024).
+
+    The smallest η with ρ(E[A_B ⊗ A_B]) = 1 (module docstring): it is found by scanning
+    (0, η_GD] on 64 points and refining the first crossing with Brent's method to ``rtol``.
+
+    Parameters
+    ----------
+    loss : FiniteSumLoss with per-example Hessians (e.g. :class:`~eosdyn.losses.LeastSquares`).
+    batch_size : int in [1, n] (without replacement) or >= 1 (with).
+    momentum : heavy-ball β in [0, 1) (PyTorch's SGD momentum, dampening 0).
+    replacement : sample the batch with replacement (p = 1/B) instead of without.
+    theta : where the Hessians are taken; default the loss's minimiser.
+
+    Example
+    -------
+    >>> from eosdyn.losses import LeastSquares
+    >>> X = np.random.default_rng(0).standard_normal((8, 3))
+    >>> r = sgd_threshold(LeastSquares(X, X @ np.ones(3)), batch_size=2)
+    >>> r.threshold <= r.gd_threshold
+    True
+    """
+    loss = _finite_sum(loss, "sgd_threshold")
+    beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
+    B = _batch_size(loss, batch_size, replacement)
+    rtol = in_range("rtol", rtol, 1e-15, 1e-2)
+    n = loss.n_examples
+    p = minibatch_factor(n, B, replacement)
+    H, Hi = _reduced_hessians(loss, _where(loss, theta))
+    a = float(np.linalg.eigvalsh(H)[-1])
+    eta_gd = 2.0 * (1.0 + beta) / a
+    # ρ = 1 at η_GD at the latest (the mean's own edge)
+    eta_star = _first_crossing(lambda eta: _radius(_operator(H, Hi, eta, beta, p)) - 1.0, eta_gd, rtol)
+    nonuni = np.einsum("nij,njk->ik", Hi, Hi) / n - H @ H
+    nonuni = 0.5 * (nonuni + nonuni.T)
+    s = float(np.sqrt(max(np.linalg.eigvalsh(nonuni)[-1], 0.0)))
+    sufficient = necessary = None
+    if beta == 0.0:
+        eye = np.eye(H.shape[0])
+        second = lambda eta: np.linalg.eigvalsh((eye - eta * H) @ (eye - eta * H) + p * eta**2 * nonuni)[-1] - 1.0
+        sufficient = _first_crossing(second, eta_gd, rtol)
+        necessary = 2.0 / a if p * s == 0.0 else min(2.0 / a, 1.0 / (s * math.sqrt(p)))
+    return SGDThreshold(threshold=float(eta_star), gd_threshold=eta_gd, wu_ma_e_sufficient=sufficient,
+                        wu_ma_e_necessary=necessary, p=p,
+                        sharpness=a, non_uniformity=s, batch_size=B, n_examples=n, momentum=beta,
+                        replacement=bool(replacement))
+
+
+def _first_crossing(f, eta_max, rtol) -> float:
+    """The smallest η in (0, eta_max] with f(η) = 0, f < 0 below it: a 64-point scan, then Brent."""
+    lo = eta_max * 1e-6
+    for eta in eta_max * np.arange(1, 65) / 64.0:
+        if f(eta) >= 0.0:
+            return float(optimize.brentq(f, lo, eta, rtol=rtol, xtol=1e-300))
+        lo = eta
+    return float(eta_max)
+
+
+@dataclass
+class BatchSharpness:
+    """:func:`batch_sharpness`'s answer.
+
+    value : E_B[g_Bᵀ H_B g_B / ‖g_B‖²] (exact, or the Monte-Carlo mean).
+    ci95 : (low, high), the 95 % Student-t interval of the Monte-Carlo mean; (value, value) if exact.
+    expectation_inside : E_B[g_Bᵀ H_B g_B] / E_B[‖g_B‖²] over the same batches.
+    n_batches : batches evaluated; exact : whether every batch was enumerated.
+    rel_std_error : the Monte-Carlo standard error over |value| (0 if exact).
+    """
+
+    value: float
+    ci95: tuple
+    expectation_inside: float
+    n_batches: int
+    exact: bool
+    rel_std_error: float
+
+
+def _ratios(loss, theta, batches, Hi, G):
+    num = np.empty(len(batches))
+    den = np.empty(len(batches))
+    # a gradient at the level of its own rounding error (‖H_B‖·(1 + ‖θ‖)·1e-10) counts as zero
+    scale = 1e-10 * (1.0 + float(np.linalg.norm(theta)))
+    for k, idx in enumerate(batches):
+        g = G[idx].mean(axis=0)
+        Hb = Hi[idx].mean(axis=0)
+        gg = float(g @ g)
+        if not gg > (scale * float(np.linalg.norm(Hb))) ** 2:
+            raise ValueError(f"the batch {list(map(int, idx))} has a zero gradient at theta: batch sharpness "
+                             f"g_BᵀH_Bg_B/‖g_B‖² is undefined there (theta is a minimum of that batch's loss)")
+        num[k] = float(g @ (Hb @ g))
+        den[k] = gg
+    return num, den
+
+
+def batch_sharpness(loss, theta, batch_size, *, exact: bool | None = None, replacement: bool = False,
+                    rel_std_error: float = 0.005, min_batches: int = 10, max_batches: int = 1000,
+                    max_exact: int = 20000, seed: int = 0) -> BatchSharpness:
+    """Batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²] of a finite-sum toy loss at θ (Andreyev & Beneventano 2024).
+
+    ``exact=None`` enumerates all C(n, B) batches when there are at most ``max_exact`` of them
+    (sampling without replacement: every batch equally likely), and samples otherwise;
+    ``exact=True`` insists on enumeration, ``exact=False`` samples. Sampling draws fresh
+    uniform batches and stops once the standard error of the mean is below
+    ``rel_std_error``·|mean|, after at least ``min_batches`` and at most ``max_batches``.
+    A batch with a zero gradient raises ValueError (the ratio is undefined there).
+    """
+    loss = _finite_sum(loss, "batch_sharpness")
+    th = loss._theta(theta)
+    B = _batch_size(loss, batch_size, replacement)
+    rel = in_range("rel_std_error", rel_std_error, 0.0, 1.0, lo_open=True)
+    lo_n = nonneg_int("min_batches", min_batches, minimum=2)
+    hi_n = nonneg_int("max_batches", max_batches, minimum=lo_n)
+    n = loss.n_examples
+    count = math.comb(n, B)
+    if exact is None:
+        exact = not replacement and count <= max_exact
+    if exact and replacement:
+        raise ValueError("exact=True enumerates batches without replacement; use replacement=False")
+    if exact and count > max_exact:
+        raise ValueError(f"exact=True would enumerate C({n}, {B}) = {count} batches, more than "
+                         f"max_exact = {max_exact}; raise max_exact or use exact=False")
+    Hi = np.asarray(loss.per_example_hessians(th), dtype=float)
+    G = loss.per_example_grads(th)
+    if exact:
+        batches = [np.array(c) for c in itertools.combinations(range(n), B)]
+        num, den = _ratios(loss, th, batches, Hi, G)
+        v = float(np.mean(num / den))
+        return BatchSharpness(v, (v, v), float(num.mean() / den.mean()), len(batches), True, 0.0)
+    rng = np.random.default_rng(seed_value(seed))
+    r_all, num_all, den_all = [], [], []
+    while True:
+        take = lo_n if not r_all else min(max(lo_n, len(r_all)), hi_n - len(r_all))
+        batches = [rng.choice(n, B, replace=replacement) for _ in range(take)]
+        num, den = _ratios(loss, th, batches, Hi, G)
+        r_all.extend(num / den)
+        num_all.extend(num)
+        den_all.extend(den)
+        m = len(r_all)
+        r = np.asarray(r_all)
+        mean = float(r.mean())
+        se = float(r.std(ddof=1) / math.sqrt(m))
+        if se <= rel * abs(mean) or m >= hi_n:
+            break
+    half = float(stats.t.ppf(0.975, m - 1)) * se
+    return BatchSharpness(mean, (mean - half, mean + half), float(np.sum(num_all) / np.sum(den_all)), m, False,
+                          se / abs(mean) if mean != 0 else math.inf)
