@@ -236,3 +236,45 @@ def test_heavyball_variance_closed_form_theory_and_ensemble(eta_lam, beta):
 def test_bad_input_is_refused_clearly(call, err, match):
     with pytest.raises(err, match=match):
         call(regression())
+
+
+# ----------------------------------------------------------------------------- torch models
+def _linear_model(ls, theta):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(ls.dim, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.as_tensor(theta)[None, :])
+    data = (torch.as_tensor(ls.X), torch.as_tensor(ls.y))
+    loss_fn = lambda out, y: 0.5 * ((out[:, 0] - y) ** 2).mean()  # LeastSquares' ℓᵢ
+    return model, loss_fn, data
+
+
+def test_torch_batch_sharpness_agrees_with_the_toy_exact_value():
+    import eosdyn.bridge as bridge
+
+    ls = regression(n=10, d=3, seed=2, noise=0.5)
+    theta = np.array([1.5, 0.2, -0.7])
+    model, loss_fn, data = _linear_model(ls, theta)
+    full = bridge.batch_sharpness(model, loss_fn, data, 10)  # one possible batch: no sampling error
+    assert full.value == pytest.approx(batch_sharpness(ls, theta, 10).value, rel=1e-10)
+    assert full.n_batches == 10 and full.n_hvp == 10 and full.rel_std_error < 1e-12
+    exact = batch_sharpness(ls, theta, 3)
+    r = bridge.batch_sharpness(model, loss_fn, data, 3, rel_std_error=0.003, seed=1)
+    assert r.n_hvp == r.n_batches and 10 <= r.n_batches <= 1000
+    se = r.rel_std_error * abs(r.value)
+    assert abs(r.value - exact.value) <= 4 * se
+    assert r.ci95[0] < r.value < r.ci95[1]
+
+
+def test_torch_batch_sharpness_refuses_a_zero_gradient_and_bad_sizes():
+    import eosdyn.bridge as bridge
+
+    ls = regression(n=6)
+    model, loss_fn, (X, _) = _linear_model(ls, np.zeros(3))
+    zero_targets = (X, X[:, 0] * 0)
+    with pytest.raises(ValueError, match="zero"):
+        bridge.batch_sharpness(model, loss_fn, zero_targets, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        bridge.batch_sharpness(model, loss_fn, zero_targets, 7)
+    with pytest.raises(TypeError, match="pair of tensors"):
+        bridge.batch_sharpness(model, loss_fn, [zero_targets], 2)

@@ -50,7 +50,8 @@ from scipy import optimize, stats
 from .._validate import in_range, nonneg_int, positive, seed_value
 from ..losses.finite_sum import FiniteSumLoss, minibatch_factor
 
-__all__ = ["SGDThreshold", "BatchSharpness", "sgd_moment_operator", "sgd_threshold", "batch_sharpness"]
+__all__ = ["SGDThreshold", "BatchSharpness", "sgd_moment_operator", "sgd_threshold", "batch_sharpness",
+           "adaptive_batch_mean"]
 
 
 def _finite_sum(loss, where):
@@ -232,6 +233,7 @@ class BatchSharpness:
     expectation_inside : E_B[g_Bᵀ H_B g_B] / E_B[‖g_B‖²] over the same batches.
     n_batches : batches evaluated; exact : whether every batch was enumerated.
     rel_std_error : the Monte-Carlo standard error over |value| (0 if exact).
+    n_hvp : Hessian-vector products used (torch models: one per batch; 0 for the toy losses).
     """
 
     value: float
@@ -240,6 +242,7 @@ class BatchSharpness:
     n_batches: int
     exact: bool
     rel_std_error: float
+    n_hvp: int = 0
 
 
 def _ratios(loss, theta, batches, Hi, G):
@@ -294,20 +297,32 @@ def batch_sharpness(loss, theta, batch_size, *, exact: bool | None = None, repla
         v = float(np.mean(num / den))
         return BatchSharpness(v, (v, v), float(num.mean() / den.mean()), len(batches), True, 0.0)
     rng = np.random.default_rng(seed_value(seed))
-    r_all, num_all, den_all = [], [], []
+    return adaptive_batch_mean(
+        lambda k: _ratios(loss, th, [rng.choice(n, B, replace=replacement) for _ in range(k)], Hi, G),
+        rel, lo_n, hi_n)
+
+
+def adaptive_batch_mean(draw, rel_std_error, min_batches, max_batches, n_hvp_per_batch=0) -> BatchSharpness:
+    """Average g_BᵀH_Bg_B/‖g_B‖² over fresh batches until its standard error is ≤ rel·|mean|.
+
+    ``draw(k)`` evaluates k fresh batches and returns the arrays (g_BᵀH_Bg_B, ‖g_B‖²). Batches
+    are added in rounds that double the count (min_batches first), never past max_batches;
+    the interval is the mean ± t_{0.975, m−1}·SE. The one stopping rule of the toy and torch
+    batch sharpness.
+    """
+    num_all, den_all = [], []
     while True:
-        take = lo_n if not r_all else min(max(lo_n, len(r_all)), hi_n - len(r_all))
-        batches = [rng.choice(n, B, replace=replacement) for _ in range(take)]
-        num, den = _ratios(loss, th, batches, Hi, G)
-        r_all.extend(num / den)
+        m = len(num_all)
+        take = min_batches if m == 0 else min(max(min_batches, m), max_batches - m)
+        num, den = draw(take)
         num_all.extend(num)
         den_all.extend(den)
-        m = len(r_all)
-        r = np.asarray(r_all)
+        m = len(num_all)
+        r = np.asarray(num_all) / np.asarray(den_all)
         mean = float(r.mean())
         se = float(r.std(ddof=1) / math.sqrt(m))
-        if se <= rel * abs(mean) or m >= hi_n:
+        if se <= rel_std_error * abs(mean) or m >= max_batches:
             break
     half = float(stats.t.ppf(0.975, m - 1)) * se
     return BatchSharpness(mean, (mean - half, mean + half), float(np.sum(num_all) / np.sum(den_all)), m, False,
-                          se / abs(mean) if mean != 0 else math.inf)
+                          se / abs(mean) if mean != 0 else math.inf, n_hvp=n_hvp_per_batch * m)

@@ -20,7 +20,7 @@
 Everything runs on the model's own device and dtype; nothing is hard-wired to CUDA.
 """
 from .checkpoint import Checkpointer
-from .curvature import SharpnessResult, preconditioned_sharpness, sharpness
+from .curvature import SharpnessResult, batch_sharpness, preconditioned_sharpness, sharpness
 from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
@@ -30,6 +30,7 @@ from .train import train
 
 __all__ = [
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
+    "batch_sharpness",
     "EoSAda", "DCAO", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
     "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",

@@ -286,3 +286,71 @@ def preconditioned_sharpness(model, loss_fn, data, preconditioner, k: int = 1, v
     P = preconditioner_vector(preconditioner, op.params)
     return _run(op, preconditioned(op, P), k, v0, tol, max_iter, method, seed, True,
                 extra={"preconditioner": type(preconditioner).__name__}, eigval_tol=eigval_tol)
+
+
+def batch_sharpness(model, loss_fn, data, batch_size: int, *, rel_std_error: float = 0.005,
+                    min_batches: int = 10, max_batches: int = 1000, replacement: bool = False,
+                    seed: int = 0, hvp_method: str = "auto"):
+    """Batch sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²] of a torch model (Andreyev & Beneventano 2024).
+
+    For each fresh batch B (``batch_size`` examples drawn uniformly from ``data``, without
+    replacement by default): one backward pass for the batch gradient g_B, one Hessian-vector
+    product H_B g_B of the batch loss (:class:`~eosdyn.bridge.hvp.HessianOperator`), and the
+    ratio g_BᵀH_Bg_B/‖g_B‖² — the curvature of the batch loss along its own step, which SGD
+    holds at 2/η ("Edge of Stochastic Stability", arXiv 2412.20553), while the full-batch
+    λ_max sits below 2/η. Batches are added until the standard error is below
+    ``rel_std_error`` of the mean, with ``min_batches`` to ``max_batches`` batches
+    (:func:`eosdyn.analysis.sgd.adaptive_batch_mean`, the toy losses' stopping rule).
+
+    Parameters
+    ----------
+    model : torch.nn.Module (used in the mode it is in).
+    loss_fn : ``loss_fn(outputs, targets)`` → the batch-mean loss.
+    data : (inputs, targets) pair of tensors, the whole data set the batches come from.
+    batch_size : int in [1, n].
+    seed : the batches' torch generator seed (same seed, same batches).
+
+    Returns
+    -------
+    :class:`eosdyn.analysis.BatchSharpness`: ``value``, ``ci95`` (95 % Student-t interval),
+    ``expectation_inside`` (E[g_BᵀH_Bg_B]/E[‖g_B‖²] over the same batches), ``n_batches``,
+    ``rel_std_error`` and ``n_hvp`` (one per batch).
+
+    Raises ValueError if a batch's gradient is zero (the ratio is undefined there: the model
+    fits that batch exactly), and for a batch size outside [1, n].
+    """
+    from ..analysis.sgd import adaptive_batch_mean
+
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data)):
+        raise TypeError("data must be one (inputs, targets) pair of tensors: the data set the batches are drawn from")
+    X, Y = data
+    n = X.shape[0]
+    if Y.shape[0] != n:
+        raise ValueError(f"inputs and targets must have the same length, got {n} and {Y.shape[0]}")
+    B = nonneg_int("batch_size", batch_size, minimum=1)
+    if n < B and not replacement:
+        raise ValueError(f"batch_size must be in [1, n = {n}] when sampling without replacement, got {B}")
+    rel = positive("rel_std_error", rel_std_error)
+    lo_n = nonneg_int("min_batches", min_batches, minimum=2)
+    hi_n = nonneg_int("max_batches", max_batches, minimum=lo_n)
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def draw(k):
+        num, den = np.empty(k), np.empty(k)
+        for j in range(k):
+            idx = (torch.randint(n, (B,), generator=gen) if replacement
+                   else torch.randperm(n, generator=gen)[:B]).to(X.device)
+            xb, yb = X[idx], Y[idx]
+            g = flatten(torch.autograd.grad(loss_fn(model(xb), yb), params)).detach()
+            gg = float(g @ g)
+            if not gg > 0.0 or not np.isfinite(gg):
+                raise ValueError(f"a batch's gradient is {'zero' if gg == 0 else 'not finite'}: batch sharpness "
+                                 f"g_BᵀH_Bg_B/‖g_B‖² is undefined there (the model fits that batch exactly, "
+                                 f"or the loss is not finite)")
+            Hg = HessianOperator(model, loss_fn, (xb, yb), hvp_method).matvec(g)
+            num[j] = float(g @ Hg)
+            den[j] = gg
+        return num, den
+
+    return adaptive_batch_mean(draw, rel, lo_n, hi_n, n_hvp_per_batch=1)
