@@ -184,7 +184,10 @@ _INTERRUPT = textwrap.dedent("""
         eosdyn.simulate(Quadratic(eigs=[1.0]), GD(0.1), [1.0], 2**62, record_every=2**40)
     except RunInterrupted as exc:
         p = exc.partial
-        print("interrupted", int(np.isfinite(p.loss).sum()), p.loss.shape[0], flush=True)
+        last = p.params["interrupted_after_step"]
+        finite = np.isfinite(p.loss)
+        assert 0 < last < 2**62 and np.all(finite == (p.step <= last)), (last, finite.sum())
+        print("interrupted", int(finite.sum()), p.loss.shape[0], flush=True)
         sys.exit(130)
 """)
 
@@ -239,6 +242,31 @@ def test_noise_in_the_core_is_noisy_gd_and_the_sde_euler_step():
         np.testing.assert_array_equal(a.final_theta, x.final_theta)
     tr = eosdyn.simulate(loss, GD(0.2), X[4], 60, seed=9, stream_index=4, noise=noise)
     np.testing.assert_array_equal(tr.theta, a.theta[4])
+
+
+def test_noisy_gd_and_the_sde_agree_on_a_divergence_too():
+    """The loss overflows at a record before |θ| reaches blowup: both keep the state before it."""
+    q = Quadratic(eigs=[1.0])
+    X = np.full((3, 1), 1e150)
+    with np.errstate(all="ignore"):
+        a = sde.noisy_gd(q, 2.5, sde.Isotropic(0.1), X, 60, record_every=1, seed=1, blowup=1e200)
+        b = sde.simulate(q, 2.5, sde.Isotropic(0.1), X, 1.0, 60, record_every=1, seed=1, blowup=1e200)
+    assert np.all(a.diverged_at == 24)
+    np.testing.assert_array_equal(a.diverged_at, b.diverged_at)
+    np.testing.assert_array_equal(a.final_theta, b.final_theta)
+    assert np.all(np.isfinite(0.5 * a.final_theta ** 2))  # the last state whose loss was finite
+    np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_ctrl_c_in_the_last_call_of_a_run_is_not_swallowed():
+    from eosdyn.engine.run import CallPlan
+
+    plan = CallPlan(10, 100)  # one call covers the whole run
+    calls = []
+    for s0, s1 in plan:
+        calls.append((s0, s1))
+        signal.raise_signal(signal.SIGINT)  # noted by the plan's handler, not raised here
+    assert calls == [(0, 10)] and plan.done == 10 and plan.interrupted
 
 
 def test_orbits_follow_the_rules_curvature_schedule_unless_asked_for_the_exact_map():

@@ -80,7 +80,7 @@ def run_rules(loss, rules, theta0s, steps, keep, states0=None, blowup=1e100, t0=
     :func:`eosdyn.simulate` does. Runs in the stepping core (:func:`eosdyn.engine.run_map`).
     Returns (orbit (n, keep, d), final states (n, S), diverged_at (n,)).
     """
-    from ..engine import run_map
+    from ..engine.run import RunInterrupted, run_map
 
     loss = check_loss(loss)
     d = loss.dim
@@ -105,4 +105,6 @@ def run_rules(loss, rules, theta0s, steps, keep, states0=None, blowup=1e100, t0=
                   seed=seed, t0=t0, states0=states0, hypers=hypers, exact_curvature=(curvature == "exact"),
                   blowup=float(blowup))
     div = np.where(out.status != 0, out.fail_at, -1)
+    if out.interrupted:  # orbits, bifurcation and basins keep only the tail: nothing useful to hand back
+        raise RunInterrupted(f"interrupted after {out.steps_done - 1} of {steps} steps")
     return out.records["theta"], out.states, div

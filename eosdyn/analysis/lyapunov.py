@@ -216,7 +216,6 @@ def lyapunov_spectrum_rule(loss, rule, theta0, steps: int, transient: int = 0, s
     transient = nonneg_int("transient", transient)
     record_every = nonneg_int("record_every", record_every, minimum=1)
     n = d + S
-    running = np.full((steps // record_every, n), np.nan)
     if rule.jacobian_fn is not None:  # Jacobian from H alone: the whole run in the stepping core
         from ..engine.run import run_lyapunov
 
@@ -232,5 +231,6 @@ def lyapunov_spectrum_rule(loss, rule, theta0, steps: int, transient: int = 0, s
         return rule.jacobian(loss, z)
 
     z0 = rule.pack(theta0, state0)
+    running = np.full((steps // record_every, n), np.nan)
     expo, x, div, done = _python_benettin(F, J, z0, np.eye(n), steps, transient, record_every, running)
     return _finish(np.asarray(expo), x, int(div), int(done), steps, transient, record_every, running)

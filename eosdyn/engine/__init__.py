@@ -12,7 +12,8 @@
   choice, resumable calls with progress and Ctrl-C, replays that recover a failed
   trajectory's last good state.
 """
+from .._validate import MAX_STEPS
 from .noise import PSD_RTOL  # noqa: F401
-from .run import MAX_STEPS, MapOutput, NoisePlan, RunInterrupted, run_map
+from .run import MapOutput, NoisePlan, RunInterrupted, run_map
 
 __all__ = ["run_map", "MapOutput", "NoisePlan", "RunInterrupted", "MAX_STEPS"]

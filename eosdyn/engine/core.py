@@ -22,7 +22,8 @@ of a cheap step in numba (measured on a depth-3 scalar net).
 
 **One divergence rule.** State s *fails* when some |θᵢ| ≥ ``blowup``, θ or ∇L(θ) is not
 finite, or (at a record) L(θ) is not finite; when computing it raises (a loss like 1/x at
-x = 0, an eigensolver meeting an infinite Hessian: no exception ever escapes a kernel); or,
+x = 0, an eigensolver meeting an infinite Hessian: no exception escapes the map kernels;
+the Lyapunov recorder, one trajectory, lets it reach the caller); or,
 for state s + 1, when the step or the noise of state s raises or gives an invalid noise
 matrix. The trajectory stops there: ``status`` holds the reason (:data:`DIVERGED`,
 :data:`FAILED`, :data:`NOT_PSD`, :data:`BAD_NOISE`), ``fail_at`` the state s, the records
@@ -44,7 +45,8 @@ Lanczos warm start and the curvature in force. Cutting a run into calls (to chec
 Ctrl-C, to report progress) gives bit-identical results.
 
 **Two loops over trajectories.** :func:`run_ensemble` runs trajectories one at a time
-(any rule, probes, noise, moments), in ``nb = min(n, 256)`` contiguous blocks, so the
+(any rule, probes, noise, moments), in ``nb`` contiguous blocks (at most 256:
+:func:`eosdyn.engine.run.moment_blocks`), so the
 per-block moment sums are thread-count independent. :func:`run_ensemble_blocked` runs
 blocks of :data:`BLOCK` trajectories in structure-of-arrays layout for deterministic rules
 with a ``step_block_fn`` and losses with a ``grad_block_fn``: the gradient, the check and
@@ -62,7 +64,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._rng import rng_fill_normal, rng_init_rows  # noqa: F401 - rng_init_rows: the driver seeds the streams
+from .._rng import rng_fill_normal
 from ..curvature.kernels import probe, record_curvature
 from .noise import ISO, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
 

@@ -31,10 +31,9 @@ import numpy as np
 from .._rng import rng_init_rows
 from . import core as C
 from .kernels import kernel_for
+from .noise import NONE as NO_NOISE
 
 RECORDS = ("theta", "loss", "grad_norm", "sharpness", "lambda2", "lr", "psharp")
-#: the largest number of steps a run may request (the kernels count in int64)
-MAX_STEPS = 2 ** 62
 #: target wall time of one kernel call once the speed is known (seconds)
 CALL_SECONDS = 0.5
 
@@ -133,7 +132,8 @@ def record_count(steps, record_start, record_every) -> int:
     return 0 if record_start > steps else (steps - record_start) // record_every + 1
 
 
-def _blocked_unsupported(loss, rule, exact, noise, probe_k):
+def _blocked_unsupported(loss, rule, noise, probe_k, moments):
+    """Why the blocked (SIMD) kernel cannot run this request ("" if it can)."""
     why = []
     if getattr(loss, "grad_block_fn", None) is None:
         why.append(f"{type(loss).__name__} has no grad_block_fn")
@@ -145,6 +145,8 @@ def _blocked_unsupported(loss, rule, exact, noise, probe_k):
         why.append("the run adds noise")
     if rule.stochastic:
         why.append(f"{type(rule).__name__} is stochastic")
+    if moments:
+        why.append("ensemble moments are accumulated (the blocked loop records none)")
     return "; ".join(why)
 
 
@@ -196,12 +198,30 @@ class CallPlan:
                 self.done = s1
                 if self.progress is not None:
                     self.progress(s1, self.total)
-                if sigint.hit and s1 < self.total:
+                if sigint.hit:  # also in the last call: a Ctrl-C is never swallowed
                     self.interrupted = True
                     return
                 if not self.fixed:
                     rate = (s1 - s0) / max(time.perf_counter() - tc, 1e-9)
                     call = int(max(1, min(4 * call, rate * CALL_SECONDS)))
+
+
+def blank_failed_records(arrays, step_idx, status, fail_at) -> None:
+    """Set to NaN, in place, each failed trajectory's records from its failing step on.
+
+    ``arrays``: (n, R, ...) record arrays (empty ones are skipped); ``step_idx``: the R
+    record steps; ``status``/``fail_at``: per trajectory. A failure can leave a partial record
+    (an exception in the middle of one), so the records from ``fail_at`` on are all blanked.
+    """
+    failed = np.flatnonzero(status != C.ALIVE)
+    if failed.size == 0:
+        return
+    blank = step_idx[None, :] >= fail_at[failed, None]
+    for a in arrays:
+        if a.shape[0] and a.shape[1]:
+            sub = a[failed]
+            sub[blank] = np.nan
+            a[failed] = sub
 
 
 def _what(kind, loss, rule):
@@ -389,7 +409,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     icfg[C.I_CNSAMP] = rule.hutchinson_samples
     icfg[C.I_PRECOND] = int(pre)
     icfg[C.I_MOMENTS] = int(moments)
-    icfg[C.I_NKIND] = -1
+    icfg[C.I_NKIND] = NO_NOISE
     fcfg = np.zeros(C.N_FCFG)
     fcfg[C.F_BLOWUP] = blowup
     ndata = (np.zeros((0, 0)), np.zeros(0), (np.zeros((0, 0)), np.zeros(0)), np.zeros((0, 0)), np.zeros(0))
@@ -405,7 +425,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
                  c(noise.mbX, dtype=np.float64), c(noise.mby, dtype=np.float64))
         nfns = (noise.pex_fn, noise.umat_fn, noise.udiag_fn, noise.ucov_fn)
 
-    why = _blocked_unsupported(loss, rule, exact_curvature, noise, ck)
+    why = _blocked_unsupported(loss, rule, noise, ck, moments)
     if kernel == "blocked" and why:
         raise ValueError(f"kernel='blocked' cannot run this pair: {why}; use kernel='auto' or 'trajectory'")
     blocked = (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) and hypers.shape[0] == 1
@@ -446,15 +466,9 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     done, interrupted = plan.done, plan.interrupted
 
     step_idx = record_start + np.arange(R, dtype=np.int64) * record_every
-    failed = np.flatnonzero(run.status != C.ALIVE)
+    blank_failed_records(out.values(), step_idx, run.status, run.fail_at)
     for a in out.values():
-        if a.shape[1] == 0:
-            continue
-        if failed.size:  # the records of a failed trajectory from its failure on
-            sub = a[failed]
-            sub[step_idx[None, :] >= run.fail_at[failed, None]] = np.nan
-            a[failed] = sub
-        if interrupted:
+        if interrupted and a.shape[1]:
             a[:, step_idx >= done] = np.nan
     records_out = {k: (v if k in want and v.shape[1] > 0 else None) for k, v in out.items()}
     return MapOutput(step=step_idx, records=records_out, thetas=thetas, states=states, status=run.status,
@@ -484,7 +498,7 @@ def run_lyapunov(loss, rule, theta0, state0, steps, transient, record_every, blo
     icfg[C.I_CMETHOD], icfg[C.I_CK], icfg[C.I_CEVERY] = cmethod, ck, cevery
     icfg[C.I_CM] = rule.lanczos_steps
     icfg[C.I_CNSAMP] = rule.hutchinson_samples
-    icfg[C.I_NKIND] = -1
+    icfg[C.I_NKIND] = NO_NOISE
     fcfg = np.zeros(C.N_FCFG)
     fcfg[C.F_BLOWUP] = blowup
     rngs = np.zeros((1, 4), np.uint64)

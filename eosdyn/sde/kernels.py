@@ -12,17 +12,13 @@ state-dependent noise code) it runs:
 - :func:`kernel_generic` receives the loss's and the noise's numba functions as
   arguments (any eosdyn loss, user noise). Function slots that do not apply are
   ``None`` and the branches that would call them are pruned at compile time.
-  Numba cannot disk-cache a kernel that takes functions as arguments (it would
-  recompile it in every process, several seconds), so :func:`generic_kernel`
-  hands :func:`simulate` a :class:`GenericKernel`: where every function is
-  importable by name it runs a specialisation written out by
-  :func:`eosdyn._kernelgen.specialise_by_name` — ``kernel_generic`` and its callees
-  with the function parameters removed, the functions bound as module globals and
-  the ``fn is None`` branches resolved in the source — which numba caches on disk
-  (a new process loads it in about 0.3 s), bit-identical to ``kernel_generic``.
-  Closures and functions defined at a prompt or in a notebook, or a specialisation
-  that fails to compile, fall back to ``kernel_generic`` itself (compiled once per
-  process and per combination of functions).
+  Numba cannot disk-cache a kernel that takes functions as arguments, so
+  :func:`simulate` gets it through :func:`eosdyn.engine.kernels.kernel_for` (kind
+  ``"sde"``): the one specialiser, :func:`eosdyn.codegen.specialise`, writes out
+  ``kernel_generic`` with the functions bound as module globals, which numba caches on
+  disk, bit-identical to ``kernel_generic``. Where that is not possible (closures,
+  functions defined at a prompt) it falls back to ``kernel_generic`` itself, compiled
+  once per process, and warns once (:class:`eosdyn.codegen.GenericKernelWarning`).
 
 Random numbers (the documented draw order, reproduced by
 :func:`eosdyn.sde.increments`): trajectory i owns the xoshiro256** stream
@@ -34,8 +30,9 @@ makes **one** call ``rng_fill_normal(s, xi)`` with ``len(xi) = m`` for Euler–M
 and Milstein, ``2m`` for srk15; then ΔW = √dt·xi[:m] and, for srk15,
 ΔZ = I_(1,0) = ½ dt^{3/2} (xi[:m] + xi[m:]/√3). Nothing else draws from the stream.
 
-Trajectories are split into ``nb = min(n, 256)`` contiguous blocks (a function of n
-only); blocks run in a ``prange`` and the trajectories of a block run in order, so
+Trajectories are split into ``nb`` contiguous blocks (:func:`eosdyn.engine.run.moment_blocks`:
+at most 256, fewer when the per-block moment sums would pass ``MOMENT_BYTES``; a function of
+n, the record count and d only); blocks run in a ``prange`` and the trajectories of a block run in order, so
 the per-record ensemble sums (accumulated per block, then summed over blocks in
 Python) are bit-identical for any thread count.
 
@@ -55,20 +52,8 @@ from numba import njit, prange
 
 from .._rng import rng_fill_normal
 from ..engine.core import accumulate_moments
-from ..engine.noise import (  # noqa: F401
-    DIAG,
-    HESS,
-    ISO,
-    MAT,
-    MB,
-    USER_COV,
-    USER_DIAG,
-    USER_MAT,
-    apply_noise,
-    diagonal_noise,
-    noise_matrix,
-)
-from ..losses.finite_sum import _ls_value, ls_per_example_grad  # noqa: F401
+from ..engine.noise import DIAG, ISO, MAT, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
+from ..losses.finite_sum import _ls_value
 from ..losses.quadratic import _value as _quadratic_value
 
 EULER, MILSTEIN, SRK15 = 0, 1, 2
@@ -219,9 +204,7 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
     status = 0
     div_at = -1
     out_div[i] = k0  # where an exception would have happened
-    r = 0
-    while r < R and rec_steps[r] <= k0 and k0 > 0:  # records made by earlier calls
-        r += 1
+    r = np.searchsorted(rec_steps, k0, side="right") if k0 > 0 else 0  # skip records of earlier calls
     if k0 == 0 and R > 0 and rec_steps[0] == 0:
         if _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkind, lin_H,
                    lin_c, lin_b, vX, vy, want_sharp, want_paths, mom, out_loss, out_gn, out_sharp,
@@ -343,16 +326,16 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
             status = 1
             div_at = k
             break
-        for j in range(d):
-            theta[j] = tn[j]
-        if r < R and rec_steps[r] == k:
-            if not _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkind,
+        if r < R and rec_steps[r] == k:  # recorded before it is kept: θ (out_final) stays the last good state
+            if not _record(i, blk, r, tn, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkind,
                            lin_H, lin_c, lin_b, vX, vy, want_sharp, want_paths, mom, out_loss,
                            out_gn, out_sharp, out_paths, mom_sum, mom_sq, mom_cnt):
                 status = 1
                 div_at = k
                 break
             r += 1
+        for j in range(d):
+            theta[j] = tn[j]
     out_div[i] = div_at
     out_status[i] = status
 

@@ -30,11 +30,12 @@ import numpy as np
 from .._rng import rng_init_rows, stream
 from .._validate import finite_matrix, nonneg_int, positive, seed_value, step_count
 from ..engine.kernels import compile_headroom
-from ..engine.run import CallPlan, RunInterrupted, check_memory, moment_blocks
+from ..engine.run import CallPlan, RunInterrupted, blank_failed_records, check_memory, moment_blocks
 from ..losses import quadratic as _quad
 from ..losses.base import Loss
 from ..losses.finite_sum import LeastSquares
 from ..losses.quadratic import Quadratic
+from ..sim.discrete import default_tracking
 from ..sim.results import EnsembleResult
 from . import kernels as K
 from .noise import HESS, MB, USER_COV, USER_DIAG, USER_MAT, CallableNoise, NoiseModel
@@ -46,7 +47,6 @@ METHODS = {
     "srk15": "srk15", "srk": "srk15",
 }
 _METHOD_CODE = {"euler": K.EULER, "milstein": K.MILSTEIN, "srk15": K.SRK15}
-MAX_BLOCKS = 256
 
 
 def resolve_method(method) -> str:
@@ -249,9 +249,10 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     Parameters
     ----------
     loss : eosdyn Loss
-        Any loss; ``Quadratic`` and :class:`~eosdyn.sde.LeastSquares` run in a
+        Any loss; ``Quadratic`` and :class:`~eosdyn.losses.LeastSquares` run in a
         disk-cached kernel with an allocation-free linear drift, others in a kernel
-        compiled once per process.
+        generated for the loss (and noise) and cached on disk too (:mod:`eosdyn.codegen`;
+        closures and functions defined at a prompt fall back to a per-process compile).
     rule : float > 0 or eosdyn.rules.GD
         η (the drift is gradient flow's); formerly ``lr=`` (deprecated name).
     noise : noise model
@@ -309,8 +310,7 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
         loss, lr, noise, theta0s, dt, steps, method, record_every, seed)
     blowup = positive("blowup", blowup)
     mom = _moments_code(moments, loss.dim)
-    if record_sharpness is None:
-        record_sharpness = loss.dim <= 64
+    record_sharpness = default_tracking(record_sharpness, loss)
     n, d = thetas.shape
     R = steps // record_every + 1
     rec_steps = np.arange(R, dtype=np.int64) * record_every
@@ -400,14 +400,7 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
         call()
 
     _noise_failure(noise, out_status, out_div, out_sval, spec.m)
-    failed = np.flatnonzero(out_status != 0)
-    if failed.size:  # records from a failure on are NaN (an exception may leave a partial record)
-        blank = rec_steps[None, :] >= out_div[failed, None]
-        for a in (out_loss, out_gn, out_sharp, out_paths):
-            if a.shape[0]:
-                sub = a[failed]
-                sub[blank] = np.nan
-                a[failed] = sub
+    blank_failed_records((out_loss, out_gn, out_sharp, out_paths), rec_steps, out_status, out_div)
     diverged = out_status != 0
     sharp = None
     if record_sharpness:
@@ -443,7 +436,10 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
     covariance ηΣ(θ)), run by the core (:func:`eosdyn.engine.run_map`). The map is the
     Euler–Maruyama scheme of the SDE with dt = 1, and the result is identical, bit for bit
     and on the same streams, to ``simulate(loss, lr, noise, theta0s, dt=1.0, steps,
-    method="euler", ...)``. With ``Isotropic(σ)`` the added noise is √η·σ·ξ and the
+    method="euler", ...)``, divergence included, with one exception: a non-finite gradient at
+    a finite state fails that state here, and the next one in the SDE integrator (which
+    sees it as a non-finite state), so ``diverged_at`` is one step later there. With
+    ``Isotropic(σ)`` the added noise is √η·σ·ξ and the
     stationary variance of a mode with curvature λ (0 < ηλ < 2) is σ²/(λ(2 − ηλ)).
 
     Arguments as in :func:`simulate` (``rule`` a step size or a GD rule; ``record_theta``,
@@ -465,8 +461,7 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
         loss, lr, noise, theta0s, 1.0, steps, "euler", record_every, seed)
     blowup = positive("blowup", blowup)
     mom = _moments_code(moments, loss.dim)
-    if record_sharpness is None:
-        record_sharpness = loss.dim <= 64
+    record_sharpness = default_tracking(record_sharpness, loss)
     lin = _linear_data(loss)
     records = ["loss"] + (["grad_norm"] if record_grad_norm else []) + (["theta"] if record_paths else []) + (
         ["sharpness"] if (record_sharpness and lin is None) else [])

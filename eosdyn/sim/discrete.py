@@ -133,7 +133,8 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
                           generated_kernel=out.generated,
                           noise=None if noise is None else repr(noise)),
     )
-    if out.interrupted:
+    if out.interrupted:  # the records from there on are NaN; the params say where it stopped
+        tr.params["interrupted_after_step"] = out.steps_done - 1
         raise RunInterrupted(f"simulate interrupted after {out.steps_done - 1} of {steps} steps; "
                              "the records so far are in exc.partial", tr)
     return tr
@@ -188,7 +189,8 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
                           kernel=out.kernel, generated_kernel=out.generated,
                           noise=None if noise is None else repr(noise)),
     )
-    if out.interrupted:
+    if out.interrupted:  # the records from there on are NaN; the params say where it stopped
+        res.params["interrupted_after_step"] = out.steps_done - 1
         raise RunInterrupted(f"ensemble interrupted after {out.steps_done - 1} of {steps} steps; "
                              "the records so far are in exc.partial", res)
     return res
