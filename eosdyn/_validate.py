@@ -43,12 +43,15 @@ def _float_copy(name: str, value) -> np.ndarray:
     """A float64 copy of ``value`` (TypeError for None, strings, complex numbers, ragged lists)."""
     if value is None:
         raise TypeError(f"{name} must be array-like of real numbers, got None")
-    if np.iscomplexobj(np.asarray(value)):
-        raise TypeError(f"{name} must be real: a complex value's imaginary part would be dropped")
     try:
-        return np.array(value, dtype=np.float64, copy=True)
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(value)
+        complex_input = np.iscomplexobj(raw)
+        out = None if complex_input else np.array(raw, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as exc:  # ragged lists, strings
         raise TypeError(f"{name} must be array-like of real numbers: {exc}") from None
+    if complex_input:
+        raise TypeError(f"{name} must be real: a complex value's imaginary part would be dropped")
+    return out
 
 
 def _finite(name: str, a: np.ndarray) -> np.ndarray:
@@ -57,10 +60,14 @@ def _finite(name: str, a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+#: the most steps a run may have: the kernels count steps (and step + 1) in int64
+MAX_STEPS = 2 ** 62
+
+
 def step_count(name: str, value) -> int:
-    """An integer number of steps in [0, 2**62] (the kernels count in int64)."""
+    """An integer number of steps in [0, MAX_STEPS = 2**62] (the kernels count in int64)."""
     v = nonneg_int(name, value)
-    if v > 2 ** 62:
+    if v > MAX_STEPS:
         raise ValueError(f"{name} must be an integer in [0, 2**62], got {value!r}")
     return v
 
@@ -100,9 +107,11 @@ def finite_matrix(name: str, value, dim: int | None = None, *, rows: int | None 
 
 
 def symmetric(name: str, value, *, rtol: float = 1e-10) -> np.ndarray:
-    a = np.array(value, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"{name} must be a square matrix, got shape {a.shape}")
+    """A real, finite, non-empty, symmetric square matrix (symmetrised exactly); TypeError for
+    complex or non-numeric input, ValueError otherwise, naming ``name``."""
+    a = _float_copy(name, value)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     scale = max(np.abs(a).max(), 1.0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import eosdyn
-from eosdyn import analysis, plot
+from eosdyn import analysis, plot, specs
 from eosdyn.losses import Quadratic
 from eosdyn.rules import rule_class, rules
 from eosdyn.rules.registry import normalise
@@ -77,7 +77,9 @@ def test_every_alias_works_in_every_entry_point(name, alias, capsys):
     loss = Quadratic(eigs=[2.0, 1.0])
     at = np.array([0.3, -0.2])  # off the minimum: normalized GD's map is not differentiable there
     st = analysis.stability(f"{alias}:{step}=0.05", loss, at)
-    assert st.spectral_radius >= 0
+    direct = analysis.stability(rule, loss, at)  # the spec string is that rule, analysed the same way
+    assert np.isfinite(st.spectral_radius) and st.spectral_radius > 0
+    np.testing.assert_array_equal(st.eigenvalues, direct.eigenvalues)
     # threshold: every rule with a linear edge; normalized GD refuses with its own reason
     if cls.name == "ngd":
         with pytest.raises(ValueError, match="no linear threshold"):
@@ -169,3 +171,4 @@ def test_a_new_rule_is_one_class_and_is_known_everywhere():
         registry._RULES.pop("halfgd_test", None)
         for k in ("halfgdtest", "hgdtest"):
             registry._LOOKUP.pop(k, None)
+        specs.RULES.pop("halfgd_test", None)  # the spec table learnt it on first use

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import finite_vector, in_range, positive
+from .._validate import finite_vector, in_range, nonneg_int, positive
 from ..rules import GD, Adam, EoSAda, HeavyBall, Nesterov, NormalizedGD
 from ..rules.base import Rule
 from ._common import check_loss, resolve_family, step_parameter
@@ -187,15 +187,16 @@ def eosada_threshold(lam, eps):
 def preconditioned_sharpness(H, P) -> float:
     """λ_max(P⁻¹H) for a diagonal P > 0, as λ_max(P^{-1/2} H P^{-1/2}) (a symmetric eigenproblem).
 
-    The operator is :func:`eosdyn.curvature.preconditioned`, the one combinator the bridge
-    and the trainer use too; its dense spectrum here is exact (``eigh``). A P with an entry
-    that is not > 0 raises ValueError.
+    The matrix-free form of the same operator is :func:`eosdyn.curvature.preconditioned`
+    (the bridge and the trainer); here H is dense, so the scaled matrix is formed at once
+    and its spectrum taken exactly (``eigvalsh``, any d). P is checked as the combinator
+    checks it: an entry that is not finite and > 0 raises ValueError.
     """
-    from ..curvature import dense_operator, preconditioned, top_eigenpairs
+    from ..curvature.operators import positive_diagonal
 
     H = np.asarray(H, dtype=np.float64)
-    op = preconditioned(dense_operator(H), np.asarray(P, dtype=np.float64))
-    return float(top_eigenpairs(op, op.dim, k=1, method="exact").eigenvalues[0])
+    s = 1.0 / np.sqrt(positive_diagonal("P", P, H.shape[0]))
+    return float(np.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1])
 
 
 def bisect_edge(stable, guess, rtol, max_iter, never_stable, first=1.0, progress=None):
@@ -233,6 +234,17 @@ def bisect_edge(stable, guess, rtol, max_iter, never_stable, first=1.0, progress
         if progress is not None:
             progress(it, total)
     return lo, hi
+
+
+def _check_rule_kwargs(cls, param, rule_kwargs) -> None:
+    """TypeError naming the rule and its parameters for a keyword its constructor does not take."""
+    import inspect
+
+    takes = [q for q in inspect.signature(cls).parameters if q not in (param, "self")]
+    unknown = sorted(set(rule_kwargs) - set(takes))
+    if unknown:
+        raise TypeError(f"rule {cls.name!r} has no parameter {unknown[0]!r}; its parameters besides the "
+                        f"step size {param!r}: {', '.join(takes) or 'none'}")
 
 
 def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None, grad_tol=1e-6,
@@ -276,6 +288,7 @@ def threshold(loss, rule_family, theta_star, *, preconditioner=None, state=None,
     param = step_parameter(cls)
     if param in rule_kwargs:
         raise ValueError(f"{param} is the threshold being computed; do not pass it")
+    _check_rule_kwargs(cls, param, rule_kwargs)
     theta = finite_vector("theta_star", theta_star, loss.dim)
     grad_tol = positive("grad_tol", grad_tol)
     rtol = in_range("rtol", rtol, 0.0, 0.1, lo_open=True)
@@ -385,8 +398,9 @@ def simulated_threshold(loss, rule_family, theta_star, *, guess=None, steps: int
     param = step_parameter(cls)
     if param in rule_kwargs:
         raise ValueError(f"{param} is the threshold being measured; do not pass it")
+    _check_rule_kwargs(cls, param, rule_kwargs)
     theta_star = finite_vector("theta_star", theta_star, loss.dim)
-    steps = int(positive("steps", steps))
+    steps = nonneg_int("steps", steps, minimum=1)
     rtol = in_range("rtol", rtol, 0.0, 0.1, lo_open=True)
     H = loss.hess(theta_star)
     w, V = np.linalg.eigh(H)

@@ -84,8 +84,9 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
             raise ValueError(f"heavy-ball SGD has no stationary distribution: needs 0 < lr·λ < 2 + 2·momentum "
                              f"= {2 + 2 * beta:g} for every eigenvalue λ of H, got lr·λ in "
                              f"[{eta * hev[0]:.6g}, {eta * hev[-1]:.6g}]")
-        I = np.eye(d)
-        A = np.block([[(1.0 + beta) * I - eta * H, -beta * I], [I, np.zeros((d, d))]])
+        from .sgd import error_map
+
+        A = error_map(H, eta, beta)
         Q = np.zeros((2 * d, 2 * d))
         Q[:d, :d] = eta * S
         C = solve_discrete_lyapunov(A, Q)[:d, :d]
@@ -104,7 +105,7 @@ def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: f
     ``momentum`` β (map only) the AR(2) law (1 + β)σ²/((1 − β)λ(2 + 2β − ηλ)), lr·λ < 2 + 2β.
 
     ``lam`` (a number or an array of curvatures λ) must be finite and > 0 for every mode,
-    and for ``kind="map"`` also lr·λ < 2; ``sigma2`` (σ², a number or an array that
+    and for ``kind="map"`` also lr·λ < 2 + 2β (2 without momentum); ``sigma2`` (σ², a number or an array that
     broadcasts with ``lam``) finite and >= 0; ``lr`` finite and > 0. Outside these ranges
     there is no stationary distribution, and this raises ValueError naming the parameter
     and its valid range, as :func:`stationary_covariance` does (the formulas would give a

@@ -37,8 +37,10 @@ import numpy as np
 from numba import njit
 
 from .._validate import choice, nonneg_int, positive
+from ..curvature import kernels as _ck
 
-CURVATURE_METHODS = {"none": 0, "exact": 1, "lanczos": 2, "power": 3, "hutchinson": 4, "auto": -1}
+CURVATURE_METHODS = {"none": 0, "exact": _ck.EXACT, "lanczos": _ck.LANCZOS, "power": _ck.POWER,
+                     "hutchinson": _ck.HUTCHINSON, "auto": -1}
 AUTO_EXACT_MAX_DIM = 64
 
 
@@ -53,9 +55,10 @@ class Rule:
 
     **A rule describes itself** (:mod:`eosdyn.rules.registry` lists the fields): a subclass
     that sets ``name`` is registered when it is defined, and spec strings, the command
-    line, thresholds, stability analysis, plot colours and the sympy derivations all read
-    it from there. Adding a rule is one class file in ``eosdyn/rules/`` (every module of
-    the package is imported with it) plus one test file.
+    line, thresholds, stability analysis and plot colours all read it from there (the
+    sympy derivations of ``theory/`` are an independent check of its edge). Adding a rule
+    is one class file in ``eosdyn/rules/`` (every module of the package is imported with
+    it) plus one test file.
     """
 
     # --- self-description, read by the registry and every entry point ------------------
@@ -196,7 +199,7 @@ class Rule:
             return 0, 0, 1
         m = self.curvature_method
         if exact:
-            return (5 if m == "hutchinson" else 1), self.curvature_k, 1
+            return (_ck.MEAN if m == "hutchinson" else _ck.EXACT), self.curvature_k, 1
         if m == "auto":
             m = "exact" if dim <= AUTO_EXACT_MAX_DIM else "lanczos"
         return CURVATURE_METHODS[m], self.curvature_k, self.curvature_every

@@ -3,7 +3,9 @@
 A rule class registers itself when it is defined (:meth:`eosdyn.rules.Rule.__init_subclass__`
 reads its ``name``), and everything that needs to know about rules — spec strings and the
 command line (:mod:`eosdyn.specs`), thresholds and stability (:mod:`eosdyn.analysis`), plot
-colours (:mod:`eosdyn.plot`), the sympy derivations (``theory/``) — reads the class:
+colours (:mod:`eosdyn.plot`) — reads the class. (The sympy derivations of ``theory/`` stay
+independent of it on purpose: ``tests/test_rules_registry.py`` checks each rule's
+``edge_constant`` against them.) The fields:
 
 =====================  ==============================================================
 ``name``               canonical lower-case name ("gd", "heavyball", …)
