@@ -42,16 +42,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
 
 from .._validate import in_range, nonneg_int, positive, seed_value
 from ..losses.finite_sum import FiniteSumLoss, minibatch_factor
 
 __all__ = ["SGDThreshold", "BatchSharpness", "sgd_moment_operator", "sgd_threshold", "batch_sharpness",
-           "adaptive_batch_mean"]
+           "adaptive_batch_mean", "error_map"]
 
 
 def _finite_sum(loss, where):
@@ -61,12 +61,10 @@ def _finite_sum(loss, where):
     return loss
 
 
-def _batch_size(loss, batch_size, replacement):
-    B = nonneg_int("batch_size", batch_size, minimum=1)
-    n = loss.n_examples
-    if not replacement and n < B:
-        raise ValueError(f"batch_size must be in [1, n_examples = {n}] when sampling without replacement, got {B}")
-    return B
+def _batch(loss, batch_size, replacement):
+    """(B, p): the batch size, checked against n by :func:`minibatch_factor`, and the mixture's p."""
+    p = minibatch_factor(loss.n_examples, batch_size, replacement)
+    return int(batch_size), p
 
 
 def _reduced_hessians(loss, theta):
@@ -79,11 +77,20 @@ def _reduced_hessians(loss, theta):
     if w[0] < -1e-10 * w[-1]:
         raise ValueError(f"the loss Hessian at theta is not positive semi-definite (eigenvalue {w[0]:.3g}): "
                          f"theta is not a minimum")
-    U = V[:, w > 1e-10 * w[-1]]
+    keep = w > 1e-10 * w[-1]
+    U = V[:, keep]
+    # the null space of H is neutral only if every Hᵢ vanishes there (true for PSD Hᵢ, as in least squares)
+    leak = np.abs(np.einsum("ji,njk,kl->nil", V[:, ~keep], Hi, V)).max() if not keep.all() else 0.0
+    if leak > 1e-10 * w[-1]:
+        raise ValueError(f"a per-example Hessian acts on the null space of H (|Hᵢ| there {leak:.3g}): the "
+                         f"per-example Hessians are not all positive semi-definite, and leaving that space out "
+                         f"would be wrong")
     return U.T @ H @ U, np.einsum("ji,njk,kl->nil", U, Hi, U)
 
 
-def _transition(Hb, eta, beta):
+def error_map(Hb, eta, beta):
+    """The linear map of the SGD error e = θ − θ* for one batch Hessian H_B: I − ηH_B, or, with
+    heavy-ball β, A_B = [[(1 + β)I − ηH_B, −βI], [I, 0]] on (e_t, e_{t−1})."""
     r = Hb.shape[0]
     I = np.eye(r)
     if beta == 0.0:
@@ -95,16 +102,28 @@ def _transition(Hb, eta, beta):
     return A
 
 
-def _operator(H, Hi, eta, beta, p):
-    A = _transition(H, eta, beta)
-    T = (1.0 - p) * np.kron(A, A)
-    if p > 0.0:
-        acc = np.zeros_like(T)
-        for Hk in Hi:
-            Ak = _transition(Hk, eta, beta)
-            acc += np.kron(Ak, Ak)
-        T += p * acc / Hi.shape[0]
-    return T
+class _MomentOperator:
+    """η ↦ E[A_B ⊗ A_B] with the η-free part computed once.
+
+    A_B = A₀ − η·E(H_B), E(H_B) = H_B (or [[H_B, 0], [0, 0]] with momentum), is affine in H_B,
+    so E[A_B ⊗ A_B] = A ⊗ A + pη²·D with A = A₀ − ηE(H) and
+    D = (1/n) Σᵢ E(Hᵢ) ⊗ E(Hᵢ) − E(H) ⊗ E(H) (the mixture identity of the module docstring).
+    Building D costs n·r⁴ once; each η then costs one (m², m²) matrix, m = r or 2r.
+    """
+
+    def __init__(self, H, Hi, beta, p):
+        self.H, self.beta, self.p = H, beta, p
+        r = H.shape[0]
+        m = r if beta == 0.0 else 2 * r
+        D = np.zeros((m, m, m, m))
+        if p > 0.0:  # D[a, b, c, d] = mean Hᵢ[a, c]·Hᵢ[b, d] − H[a, c]·H[b, d] on the θ block
+            D[:r, :r, :r, :r] = (np.einsum("nac,nbd->abcd", Hi, Hi) / Hi.shape[0]
+                                 - np.einsum("ac,bd->abcd", H, H))
+        self.D = D.reshape(m * m, m * m)
+
+    def __call__(self, eta):
+        A = error_map(self.H, eta, self.beta)
+        return np.kron(A, A) + (self.p * eta * eta) * self.D
 
 
 def sgd_moment_operator(loss, lr, batch_size, momentum: float = 0.0, replacement: bool = False,
@@ -118,9 +137,9 @@ def sgd_moment_operator(loss, lr, batch_size, momentum: float = 0.0, replacement
     loss = _finite_sum(loss, "sgd_moment_operator")
     eta = positive("lr", lr)
     beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
-    B = _batch_size(loss, batch_size, replacement)
+    _, p = _batch(loss, batch_size, replacement)
     Hi = np.asarray(loss.per_example_hessians(_where(loss, theta)), dtype=float)
-    return _operator(Hi.mean(axis=0), Hi, eta, beta, minibatch_factor(loss.n_examples, B, replacement))
+    return _MomentOperator(Hi.mean(axis=0), Hi, beta, p)(eta)
 
 
 def _where(loss, theta):
@@ -171,6 +190,9 @@ def sgd_threshold(loss, batch_size, momentum: float = 0.0, replacement: bool = F
 
     The smallest η with ρ(E[A_B ⊗ A_B]) = 1 (module docstring): it is found by scanning
     (0, η_GD] on 64 points and refining the first crossing with Brent's method to ``rtol``.
+    Each point is a dense eigenvalue problem of size m² (m = rank H, or 2·rank H with
+    momentum), so the cost grows like m⁶: on 2 cores about 0.4 s at d = 10, 3 s at d = 20,
+    and 24 s at d = 20 with momentum; beyond d ≈ 30 it is impractical.
 
     Parameters
     ----------
@@ -190,15 +212,15 @@ def sgd_threshold(loss, batch_size, momentum: float = 0.0, replacement: bool = F
     """
     loss = _finite_sum(loss, "sgd_threshold")
     beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
-    B = _batch_size(loss, batch_size, replacement)
+    B, p = _batch(loss, batch_size, replacement)
     rtol = in_range("rtol", rtol, 1e-15, 1e-2)
     n = loss.n_examples
-    p = minibatch_factor(n, B, replacement)
     H, Hi = _reduced_hessians(loss, _where(loss, theta))
     a = float(np.linalg.eigvalsh(H)[-1])
     eta_gd = 2.0 * (1.0 + beta) / a
     # ρ = 1 at η_GD at the latest (the mean's own edge)
-    eta_star = _first_crossing(lambda eta: _radius(_operator(H, Hi, eta, beta, p)) - 1.0, eta_gd, rtol)
+    T = _MomentOperator(H, Hi, beta, p)
+    eta_star = _first_crossing(lambda eta: _radius(T(eta)) - 1.0, eta_gd, rtol)
     nonuni = np.einsum("nij,njk->ik", Hi, Hi) / n - H @ H
     nonuni = 0.5 * (nonuni + nonuni.T)
     s = float(np.sqrt(max(np.linalg.eigvalsh(nonuni)[-1], 0.0)))
@@ -216,6 +238,8 @@ def sgd_threshold(loss, batch_size, momentum: float = 0.0, replacement: bool = F
 
 def _first_crossing(f, eta_max, rtol) -> float:
     """The smallest η in (0, eta_max] with f(η) = 0, f < 0 below it: a 64-point scan, then Brent."""
+    from scipy import optimize  # here, not at import: eosdyn.analysis stays quick to import
+
     lo = eta_max * 1e-6
     for eta in eta_max * np.arange(1, 65) / 64.0:
         if f(eta) >= 0.0:
@@ -234,6 +258,8 @@ class BatchSharpness:
     n_batches : batches evaluated; exact : whether every batch was enumerated.
     rel_std_error : the Monte-Carlo standard error over |value| (0 if exact).
     n_hvp : Hessian-vector products used (torch models: one per batch; 0 for the toy losses).
+    reached_target : whether the requested relative standard error was reached (False when
+        ``max_batches`` ran out first, which also warns).
     """
 
     value: float
@@ -243,12 +269,14 @@ class BatchSharpness:
     exact: bool
     rel_std_error: float
     n_hvp: int = 0
+    reached_target: bool = True
 
 
-def _ratios(loss, theta, batches, Hi, G):
+def _ratios(theta, batches, Hi, G):
     num = np.empty(len(batches))
     den = np.empty(len(batches))
-    # a gradient at the level of its own rounding error (‖H_B‖·(1 + ‖θ‖)·1e-10) counts as zero
+    # ‖g_B‖ ≤ 1e-10·‖H_B‖·(1 + ‖θ‖) counts as zero: g_B = H_Bθ − b_B carries rounding errors of
+    # about eps·‖H_B‖·‖θ‖, and a ratio of such noise means nothing
     scale = 1e-10 * (1.0 + float(np.linalg.norm(theta)))
     for k, idx in enumerate(batches):
         g = G[idx].mean(axis=0)
@@ -267,6 +295,16 @@ def batch_sharpness(loss, theta, batch_size, *, exact: bool | None = None, repla
                     max_exact: int = 20000, seed: int = 0) -> BatchSharpness:
     """Batch sharpness E_B[g_BᵀH_Bg_B/‖g_B‖²] of a finite-sum toy loss at θ (Andreyev & Beneventano 2024).
 
+    Parameters
+    ----------
+    loss : FiniteSumLoss with per-example Hessians (e.g. :class:`~eosdyn.losses.LeastSquares`).
+    theta : (d,) the point; g_B and H_B are the batch's gradient and Hessian there.
+    batch_size : int in [1, n] (without replacement) or >= 1 (with).
+    exact, replacement, rel_std_error, min_batches, max_batches, max_exact, seed : see below.
+
+    Returns a :class:`BatchSharpness` (value, 95 % interval, the expectation-inside variant,
+    the batch count).
+
     ``exact=None`` enumerates all C(n, B) batches when there are at most ``max_exact`` of them
     (sampling without replacement: every batch equally likely), and samples otherwise;
     ``exact=True`` insists on enumeration, ``exact=False`` samples. Sampling draws fresh
@@ -276,7 +314,7 @@ def batch_sharpness(loss, theta, batch_size, *, exact: bool | None = None, repla
     """
     loss = _finite_sum(loss, "batch_sharpness")
     th = loss._theta(theta)
-    B = _batch_size(loss, batch_size, replacement)
+    B, _ = _batch(loss, batch_size, replacement)
     rel = in_range("rel_std_error", rel_std_error, 0.0, 1.0, lo_open=True)
     lo_n = nonneg_int("min_batches", min_batches, minimum=2)
     hi_n = nonneg_int("max_batches", max_batches, minimum=lo_n)
@@ -293,12 +331,12 @@ def batch_sharpness(loss, theta, batch_size, *, exact: bool | None = None, repla
     G = loss.per_example_grads(th)
     if exact:
         batches = [np.array(c) for c in itertools.combinations(range(n), B)]
-        num, den = _ratios(loss, th, batches, Hi, G)
+        num, den = _ratios(th, batches, Hi, G)
         v = float(np.mean(num / den))
         return BatchSharpness(v, (v, v), float(num.mean() / den.mean()), len(batches), True, 0.0)
     rng = np.random.default_rng(seed_value(seed))
     return adaptive_batch_mean(
-        lambda k: _ratios(loss, th, [rng.choice(n, B, replace=replacement) for _ in range(k)], Hi, G),
+        lambda k: _ratios(th, [rng.choice(n, B, replace=replacement) for _ in range(k)], Hi, G),
         rel, lo_n, hi_n)
 
 
@@ -310,6 +348,8 @@ def adaptive_batch_mean(draw, rel_std_error, min_batches, max_batches, n_hvp_per
     the interval is the mean ± t_{0.975, m−1}·SE. The one stopping rule of the toy and torch
     batch sharpness.
     """
+    from scipy import stats  # here, not at import: eosdyn.analysis stays quick to import
+
     num_all, den_all = [], []
     while True:
         m = len(num_all)
@@ -323,6 +363,12 @@ def adaptive_batch_mean(draw, rel_std_error, min_batches, max_batches, n_hvp_per
         se = float(r.std(ddof=1) / math.sqrt(m))
         if se <= rel_std_error * abs(mean) or m >= max_batches:
             break
+    reached = se <= rel_std_error * abs(mean)
+    if not reached:
+        warnings.warn(f"batch sharpness: max_batches = {max_batches} batches reached a relative standard error "
+                      f"of {se / abs(mean) if mean else math.inf:.3g}, not the requested {rel_std_error:g}; "
+                      f"raise max_batches (or rel_std_error)", RuntimeWarning, stacklevel=3)
     half = float(stats.t.ppf(0.975, m - 1)) * se
     return BatchSharpness(mean, (mean - half, mean + half), float(np.sum(num_all) / np.sum(den_all)), m, False,
-                          se / abs(mean) if mean != 0 else math.inf, n_hvp=n_hvp_per_batch * m)
+                          se / abs(mean) if mean != 0 else math.inf, n_hvp=n_hvp_per_batch * m,
+                          reached_target=reached)

@@ -316,8 +316,14 @@ def batch_sharpness(model, loss_fn, data, batch_size: int, *, rel_std_error: flo
     ``expectation_inside`` (E[g_BᵀH_Bg_B]/E[‖g_B‖²] over the same batches), ``n_batches``,
     ``rel_std_error`` and ``n_hvp`` (one per batch).
 
+    The model is used in the mode it is in; its buffers (BatchNorm's running statistics)
+    are restored afterwards, so measuring leaves the model as it was. In train mode with
+    dropout, the gradient and the HVP of a batch come from two forward passes with their
+    own dropout masks: measure in eval mode for a deterministic batch loss.
+
     Raises ValueError if a batch's gradient is zero (the ratio is undefined there: the model
-    fits that batch exactly), and for a batch size outside [1, n].
+    fits that batch exactly), and for a batch size outside [1, n]. Warns (RuntimeWarning)
+    if ``max_batches`` ran out before ``rel_std_error`` was reached.
     """
     from ..analysis.sgd import adaptive_batch_mean
 
@@ -353,4 +359,10 @@ def batch_sharpness(model, loss_fn, data, batch_size: int, *, rel_std_error: flo
             den[j] = gg
         return num, den
 
-    return adaptive_batch_mean(draw, rel, lo_n, hi_n, n_hvp_per_batch=1)
+    saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    try:
+        return adaptive_batch_mean(draw, rel, lo_n, hi_n, n_hvp_per_batch=1)
+    finally:  # the gradient's forward passes in train mode update BatchNorm's statistics
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(saved[name])

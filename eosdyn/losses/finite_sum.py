@@ -112,19 +112,6 @@ class FiniteSumLoss(Loss):
         raise TypeError(f"{type(self).__name__} does not provide per-example Hessians (needed for batch "
                         f"sharpness and SGD's stability operator); LeastSquares does")
 
-    def batch_gradient(self, theta, batch) -> np.ndarray:
-        """g_B = (1/|B|) Σ_{i∈B} ∇ℓᵢ(θ) for the example indices ``batch``."""
-        idx = self._batch(batch)
-        return self.per_example_grads(theta)[idx].mean(axis=0)
-
-    def _batch(self, batch) -> np.ndarray:
-        idx = np.asarray(batch)
-        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
-            raise ValueError(f"batch must be a non-empty 1-D array of example indices, got {batch!r}")
-        if idx.min() < 0 or idx.max() >= self.n_examples:
-            raise ValueError(f"batch indices must be in [0, n_examples = {self.n_examples}), got {batch!r}")
-        return idx
-
     def minibatch_covariance(self, theta, batch_size, replace=False) -> np.ndarray:
         """Covariance of the minibatch gradient ĝ_B = (1/B) Σ_{i∈batch} gᵢ at θ.
 
