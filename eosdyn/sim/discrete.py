@@ -34,6 +34,16 @@ def check_run(loss, rule, steps, record_every, seed):
 TRACK_MAX_DIM = 64
 
 
+def _finished(what, out, steps, result):
+    """``result``, or RunInterrupted carrying it if Ctrl-C stopped the run (its records from there
+    on are NaN, and ``params["interrupted_after_step"]`` says where it stopped)."""
+    if out.interrupted:
+        result.params["interrupted_after_step"] = out.steps_done - 1
+        raise RunInterrupted(f"{what} interrupted after {out.steps_done - 1} of {steps} steps; "
+                             "the records so far are in exc.partial", result)
+    return result
+
+
 def default_tracking(track_sharpness, loss) -> bool:
     """``track_sharpness`` with None meaning "for d ≤ 64" (every simulator's default)."""
     return loss.dim <= TRACK_MAX_DIM if track_sharpness is None else bool(track_sharpness)
@@ -133,11 +143,7 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
                           generated_kernel=out.generated,
                           noise=None if noise is None else repr(noise)),
     )
-    if out.interrupted:  # the records from there on are NaN; the params say where it stopped
-        tr.params["interrupted_after_step"] = out.steps_done - 1
-        raise RunInterrupted(f"simulate interrupted after {out.steps_done - 1} of {steps} steps; "
-                             "the records so far are in exc.partial", tr)
-    return tr
+    return _finished("simulate", out, steps, tr)
 
 
 def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_theta=False,
@@ -189,8 +195,4 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
                           kernel=out.kernel, generated_kernel=out.generated,
                           noise=None if noise is None else repr(noise)),
     )
-    if out.interrupted:  # the records from there on are NaN; the params say where it stopped
-        res.params["interrupted_after_step"] = out.steps_done - 1
-        raise RunInterrupted(f"ensemble interrupted after {out.steps_done - 1} of {steps} steps; "
-                             "the records so far are in exc.partial", res)
-    return res
+    return _finished("ensemble", out, steps, res)
