@@ -111,7 +111,7 @@ def symmetric(name: str, value, *, rtol: float = 1e-10) -> np.ndarray:
     complex or non-numeric input, ValueError otherwise, naming ``name``."""
     a = _float_copy(name, value)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty square matrix, got shape {a.shape}")
+        raise ValueError(f"{name} must be a square matrix with at least one row, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     scale = max(np.abs(a).max(), 1.0)

@@ -176,8 +176,8 @@ def test_monte_carlo_interval_covers_the_exact_value():
     exact = batch_sharpness(ls, theta, 3).value
     hits = 0
     for seed in range(100):
-        r = batch_sharpness(ls, theta, 3, exact=False, seed=seed, rel_std_error=0.01)
-        assert not r.exact and 10 <= r.n_batches <= 1000
+        r = batch_sharpness(ls, theta, 3, exact=False, seed=seed, rel_std_error=0.025)
+        assert not r.exact and r.reached_target and 10 <= r.n_batches <= 1000  # the adaptive stop, as used
         hits += r.ci95[0] <= exact <= r.ci95[1]
     assert hits >= 93
 
