@@ -5,7 +5,10 @@
   eigenpairs by the curvature module's Lanczos on the device, warm-started) and
   :func:`preconditioned_sharpness` (λ_max(P⁻¹H), e.g. for Adam).
 - Optimizers: :class:`EoSAda`, :class:`DCAO` (``torch.optim.Optimizer`` subclasses calling
-  the same :mod:`eosdyn.rules.schedules` as the toy rules). Baselines are torch's own
+  the same :mod:`eosdyn.rules.schedules` as the toy rules), drop-in like torch's own: the
+  update uses ``p.grad`` (so clipping works), every group has an ``lr`` for torch's LR
+  schedulers, and a :class:`Probe` (model, loss function, probe data) gives the curvature
+  probe its Hessian so the plain ``backward(); step()`` loop works. Baselines are torch's own
   (SGD with/without momentum, Adam, AdamW; full-batch GD = SGD on one batch).
 - Trainer: :func:`train`, which tracks λ₁, λ₂, the gap, the preconditioned sharpness,
   the step size in force, HVP counts and wall time, checkpoints and resumes, and returns
@@ -25,13 +28,14 @@ from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, 
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
 from .optim import DCAO, EoSAda, NonFiniteLossError
+from .probe import Probe
 from .tracker import CurvatureTracker
 from .train import train
 
 __all__ = [
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
     "batch_sharpness",
-    "EoSAda", "DCAO", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
+    "EoSAda", "DCAO", "Probe", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
     "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
 ]

@@ -1,54 +1,103 @@
-"""EoS-Ada and DCAO as ``torch.optim.Optimizer`` subclasses.
+"""EoS-Ada and DCAO as ``torch.optim.Optimizer`` subclasses, drop-in like torch's own.
 
 They implement *exactly* the toy rules :class:`eosdyn.rules.EoSAda` and
 :class:`eosdyn.rules.DCAO` (same parameter names, defaults and update order), and get
 their step size, noise, momentum and weight decay from the same scalar functions,
 :mod:`eosdyn.rules.schedules` — no formula is restated here.
 
+The update uses ``p.grad``
+--------------------------
+Like every torch optimizer, ``step()`` moves each parameter along the gradient in
+``p.grad`` — whatever the user's loop left there: accumulated, clipped
+(``torch.nn.utils.clip_grad_norm_``), scaled. The curvature probe only *estimates* the
+Hessian's top eigenvalues, in its own autograd pass; it never reads or overwrites
+``p.grad``. So the ordinary loop works unchanged::
+
+    probe = Probe(model, loss_fn, (X_probe, Y_probe))      # where the Hessian comes from
+    opt = DCAO(model.parameters(), lr=0.05, probe=probe)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+    for x, y in loader:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
 Curvature probe
 ---------------
 Every ``curvature_every`` steps (T_c; at steps s = 0, T_c, 2T_c, … counted from 0, at the
 parameters θ_s *before* update s + 1, as the toy simulator does) the optimizer finds the
-top-k eigenvalues of the Hessian of the closure's loss by Lanczos
-(:func:`eosdyn.curvature.top_eigenpairs`) with at most ``lanczos_steps`` (m) Hessian-vector
-products, warm-started from the previous probe's eigenvectors. Between probes the last
-eigenvalues stay in force. ``curvature="exact"`` builds the dense Hessian with n HVPs
-instead (small models; it is what the toy rules' ``curvature="exact"`` computes).
+top-k eigenvalues of a Hessian by Lanczos (:func:`eosdyn.curvature.top_eigenpairs`, which
+"LA": largest algebraic) with at most ``lanczos_steps`` (m) Hessian-vector products,
+warm-started from the previous probe's eigenvectors. Between probes the last eigenvalues
+stay in force. ``curvature="exact"`` builds the dense Hessian with n HVPs instead (small
+models; it is what the toy rules' ``curvature="exact"`` computes). Every product is a
+double backward, H v = ∇⟨∇L, v⟩ (Pearlmutter 1994). ``add_param_group`` resets the warm
+start (the vector space has changed) and makes the next step probe.
 
-The closure, and how the HVPs are taken — ``step(closure)``
-------------------------------------------------------------
-The closure evaluates the loss and returns it **without calling backward**::
+Which Hessian, on a probing step (the first that applies):
 
-    def closure():
-        return loss_fn(model(x), y)
-    opt.step(closure)
+1. ``step(closure, probe_closure=pc)``: that of ``pc()``'s loss (a forward-only closure,
+   evaluated only on probe steps);
+2. ``probe=Probe(model, loss_fn, data)`` given at construction: that of
+   ``loss_fn(model(x), y)`` on the probe's data — a fixed probe subset, the next batch of
+   a data iterator, or the current batch (:class:`~eosdyn.bridge.probe.Probe`);
+3. a forward-only closure passed to ``step`` (below): that of its loss, through the very
+   graph its gradient was taken on (one forward pass per step, probe or not).
 
-The optimizer differentiates it itself: ``torch.autograd.grad(loss, params,
-create_graph=probe)``. On a probe step the gradient keeps its graph, and every
-Lanczos HVP is one more backward pass through it, H v = ∇⟨∇L, v⟩ (double backward,
-Pearlmutter 1994): one forward pass per step, probe or not, and no create_graph cost
-on the other steps. The gradients are left in ``p.grad`` (detached), as after
-``backward()``. Curvature is that of the closure's loss: full-batch, or the current
-minibatch. To probe a fixed batch instead (Cohen et al. 2021 use a fixed subset), pass
-``probe_closure``, a second closure of the same kind evaluated only on probe steps.
+Without any of them a probing step raises ``ValueError`` (``opt.needs_closure`` says
+whether the next step needs a closure; ``opt.probes_next`` whether it probes).
 
-A closure is needed on probe steps only. On the other steps ``step()`` may be called
-without one after the usual ``loss.backward()`` — the ``p.grad`` already there are used —
-so a plain torch training loop works, provided it passes a closure every T_c steps
-(``opt.needs_closure`` says whether the next step probes). A missing closure on a probe
-step raises ``ValueError``; a non-finite loss raises :class:`NonFiniteLossError` before any
+Closures — ``step(closure=None)``
+---------------------------------
+- **None** (the plain loop above): the gradient is ``p.grad``; ``step`` returns None.
+- **torch's convention** (as for ``torch.optim.LBFGS``): the closure zeroes the gradients,
+  evaluates the loss, calls ``backward()`` and returns the loss. It is called once, and the
+  ``p.grad`` it leaves are the gradient. Its graph is consumed by ``backward()``, so on a
+  probing step the Hessian must come from 1. or 2.
+- **forward-only** (eosdyn's convention, kept for existing callers): the closure returns
+  the loss *without* calling ``backward()``; the optimizer differentiates it,
+  ``torch.autograd.grad(loss, params, create_graph=<probing with 3.>)``, and stores the
+  detached gradient in ``p.grad`` (replacing what was there; None for a parameter the loss
+  does not depend on), as ``zero_grad(); backward()`` would.
+
+The two are told apart by whether calling the closure changed any ``p.grad`` (a
+post-accumulate-grad hook, or a new or bumped gradient tensor): one that did follows torch's
+convention. ``step`` returns what torch's optimizers return: the closure's return value (a
+forward-only closure's loss detached from its graph), or None without a closure. A
+non-finite loss (the closure's, or the probe's) raises :class:`NonFiniteLossError` before any
 parameter is touched.
+
+``lr`` and schedulers
+---------------------
+Every param group has an ``lr``, so torch's LR schedulers (``StepLR``,
+``CosineAnnealingLR``, ``OneCycleLR``, ``ReduceLROnPlateau``, …) work. The step in force is
+``lr × lr_factor``, the factor set by the rule from the curvature:
+
+- EoS-Ada: ``lr`` is a multiplier on η_t = α/(|λ_max| + ε) (default 1.0: the rule as
+  published); the noise σ_t is not scaled by it.
+- DCAO: ``lr`` is the base step η₀, and the rule scales it by f(ρ) ∈ [f_min, f_max]
+  (``lr_factor_range``, default [0.5, 2]): the step in force can be up to f_max·lr.
+
+At every step ``lr`` must be finite and >= 0 (a scheduler that sets a negative one gets a
+``ValueError`` naming ``lr``). After each step, the state of every stepped parameter holds
+what was in force: ``lr_in_force`` (the step), ``lr_factor_in_force`` (η_t, or f(ρ)), and
+for DCAO ``momentum_in_force`` (β), ``momentum_bound`` (the supremum of β over all
+curvatures) and ``weight_decay_in_force`` (λ_wd); ``opt.lr_in_force`` lists the step per group.
 
 State
 -----
-``state_dict()`` holds, besides the per-parameter state (DCAO's momentum buffer), an
-``"eosdyn"`` entry: the step counter, the eigenvalues in force, the last eigenvectors
-(the warm start), HVP and probe counters, and the state of EoS-Ada's noise generator, so
-that a run resumed from ``load_state_dict()`` continues bit-identically.
+``state_dict()`` holds, besides the per-parameter state, an ``"eosdyn"`` entry: the step
+counter, the next probing step, the eigenvalues in force, the last eigenvectors (the warm
+start), HVP and probe counters, the probe's counters, and the state of EoS-Ada's noise
+generator, so that a run resumed from ``load_state_dict()`` continues bit-identically
+(for a probe on a fixed set or the current batch; a data stream's position is not saved).
 """
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
@@ -56,7 +105,8 @@ import torch
 
 from .._validate import choice, in_range, nonneg_int, pair, positive
 from ..rules.schedules import dcao_hyperparameters, eosada_lr, eosada_noise
-from ._common import common_device_dtype, flatten, unflatten
+from ._common import common_device_dtype
+from .probe import Probe, _graph_matvec
 
 BRIDGE_CURVATURE = ("lanczos", "exact")
 _DCAO_VARIANTS = {"refined": 0, "v1": 1}
@@ -84,13 +134,29 @@ def _loss_value(loss, who, step):
     return val
 
 
+def _group_lr(who, gi, group):
+    """The group's ``lr`` as a float; ValueError unless it is a finite number >= 0."""
+    lr = group.get("lr")
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+        lr = float(lr)
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(float(lr)) or lr < 0:
+        raise ValueError(f"{who}: param group {gi} has lr = {lr!r}; lr must be a finite number >= 0 "
+                         "(was it set by an LR scheduler, e.g. a LambdaLR factor below 0?)")
+    return float(lr)
+
+
 class _CurvatureOptimizer(torch.optim.Optimizer):
-    """Common machinery: the step counter, closure handling, the warm-started probe, state."""
+    """Common machinery: the step counter, closures, the warm-started probe, groups, state."""
 
     _name = "optimizer"
 
-    def __init__(self, params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed):
+    def __init__(self, params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed,
+                 probe=None):
+        if probe is not None and not isinstance(probe, Probe):
+            raise TypeError(f"{self._name}: probe must be an eosdyn.bridge.Probe(model, loss_fn, data) "
+                            f"or None, got {type(probe).__name__}")
         super().__init__(params, defaults)
+        self.probe = probe
         self.curvature_k = nonneg_int("k", k, minimum=1)
         self.curvature_every = nonneg_int("curvature_every", curvature_every, minimum=1)
         self.lanczos_steps = nonneg_int("lanczos_steps", lanczos_steps, minimum=1)
@@ -104,7 +170,10 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         n = sum(p.numel() for p in plist)
         if self.curvature_k > n:
             raise ValueError(f"k must be in [1, number of parameters] = [1, {n}], got {self.curvature_k}")
+        if probe is not None:
+            probe._named(plist)  # the probe's model must own every parameter
         self._step_count = 0
+        self._next_probe = 0
         self._eigs = np.zeros(self.curvature_k)
         self._eigvecs = None
         self.n_hvp = 0
@@ -112,6 +181,32 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.curvature_time = 0.0
         self.last_residuals = np.full(self.curvature_k, np.nan)
         self.lr_in_force = [float("nan")] * len(self.param_groups)
+
+    # ---------------------------------------------------------------- groups
+    def _check_group(self, gi, group):
+        """Validate a param group's hyperparameters (at add_param_group and every step)."""
+        _group_lr(self._name, gi, group)
+
+    def add_param_group(self, param_group):
+        """torch's ``add_param_group``, plus: the group's hyperparameters are checked, and
+        once training has begun the warm start is reset and the next step probes (the
+        Hessian is now over more parameters)."""
+        super().add_param_group(param_group)
+        gi = len(self.param_groups) - 1
+        started = hasattr(self, "_step_count")
+        try:
+            self._check_group(gi, self.param_groups[gi])
+            if started:
+                common_device_dtype(self._params(), "params")
+                if self.probe is not None:
+                    self.probe._named(self._params())
+        except Exception:
+            self.param_groups.pop()
+            raise
+        if started:
+            self._eigvecs = None
+            self._next_probe = self._step_count
+            self.lr_in_force.append(float("nan"))
 
     # ---------------------------------------------------------------- helpers
     def _params(self):
@@ -123,45 +218,37 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         return self._step_count
 
     @property
+    def probes_next(self) -> bool:
+        """Whether the next ``step()`` probes the curvature."""
+        return self._step_count >= self._next_probe
+
+    @property
     def needs_closure(self) -> bool:
-        """Whether the next ``step()`` probes the curvature (and so needs a closure)."""
-        return self._step_count % self.curvature_every == 0
+        """Whether the next ``step()`` needs a closure: it probes and no ``probe`` was given."""
+        return self.probes_next and self.probe is None
 
     @property
     def eigenvalues(self) -> np.ndarray:
         """The top-k Hessian eigenvalues in force (descending; zeros before the first probe)."""
         return self._eigs.copy()
 
-    def _probe(self, grads, params):
-        """Top-k eigenvalues of the Hessian whose gradient graph is ``grads``."""
+    def _curvature(self, matvec, n):
+        """Top-k eigenpairs of the operator ``matvec`` (warm-started); stores them."""
         t0 = time.perf_counter()
-        pairs = [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        live_g = [g for _, g in pairs]
-        live_p = [params[i] for i, _ in pairs]
-        n = sum(p.numel() for p in params)
         count = [0]
 
-        def matvec(v):
+        def counted(v):
             count[0] += 1
-            vs = unflatten(v, params)
-            if not live_g:
-                return torch.zeros_like(v)
-            hv = torch.autograd.grad(live_g, live_p, grad_outputs=[vs[i] for i, _ in pairs],
-                                     retain_graph=True, allow_unused=True)
-            out = [torch.zeros_like(p) for p in params]
-            for (i, _), h in zip(pairs, hv):
-                if h is not None:
-                    out[i] = h
-            return flatten(out).detach()
+            return matvec(v)
 
         from .curvature import _top_eigenpairs
 
         like = torch.empty(0, device=self.device, dtype=self.dtype)
         if self.curvature_method == "exact":
-            res = _top_eigenpairs()(matvec, n, k=self.curvature_k, method="exact", which="LA",
+            res = _top_eigenpairs()(counted, n, k=self.curvature_k, method="exact", which="LA",
                                     like=like, force_exact=True)
         else:
-            res = _top_eigenpairs()(matvec, n, k=self.curvature_k, method="lanczos", which="LA",
+            res = _top_eigenpairs()(counted, n, k=self.curvature_k, method="lanczos", which="LA",
                                     tol=self.tol, max_iter=max(self.lanczos_steps, self.curvature_k),
                                     ncv=min(n, max(self.lanczos_steps, self.curvature_k + 2)),
                                     v0=self._eigvecs, seed=self.seed, like=like)
@@ -175,64 +262,113 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.n_probes += 1
         self.curvature_time += time.perf_counter() - t0
 
-    def _gradients(self, closure, probe_closure, probe):
-        """Gradients (list aligned with ``_params()``) and the loss; probes if asked."""
-        params = self._params()
-        if closure is None:
-            if probe:
-                raise ValueError(
-                    f"{self._name}.step() needs a closure at step {self._step_count}: it probes the "
-                    f"curvature every curvature_every={self.curvature_every} steps. Pass "
-                    "closure=lambda: loss_fn(model(x), y) (returning the loss, without backward)")
-            grads = [p.grad for p in params]
-            if all(g is None for g in grads):
-                raise ValueError(f"{self._name}.step() without a closure needs gradients in p.grad "
-                                 "(call loss.backward() first), or pass a closure")
-            return grads, None
-        with torch.enable_grad():
-            loss = closure()
-        val = _loss_value(loss, self._name, self._step_count)
-        own_graph = probe and probe_closure is None
+    def _call_closure(self, closure, params, own_graph):
+        """Run the closure; (what step returns, gradients with their graph or None).
+
+        A closure that changes any ``p.grad`` follows torch's convention (its ``p.grad`` is
+        the gradient); otherwise it is forward-only and is differentiated here."""
+        before = [(p.grad, None if p.grad is None else p.grad._version) for p in params]
+        fired = [False]
+
+        def hook(_):
+            fired[0] = True
+
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
         try:
             with torch.enable_grad():
-                grads = list(torch.autograd.grad(loss, params, create_graph=own_graph, allow_unused=True))
+                out = closure()
+        finally:
+            for h in handles:
+                h.remove()
+        changed = fired[0] or any(p.grad is not g0 or (g0 is not None and g0._version != v0)
+                                  for p, (g0, v0) in zip(params, before))
+        if changed:  # torch's convention: backward() was called, p.grad is the gradient
+            val = None
+            if isinstance(out, torch.Tensor) and out.numel() == 1:
+                val = float(out.detach())
+            elif isinstance(out, numbers.Real) and not isinstance(out, bool):
+                val = float(out)
+            if val is not None and not math.isfinite(val):
+                raise NonFiniteLossError(self._step_count, val, self._name)
+            return out, None
+        _loss_value(out, self._name, self._step_count)
+        try:
+            with torch.enable_grad():
+                grads = list(torch.autograd.grad(out, params, create_graph=own_graph, allow_unused=True))
         except RuntimeError as exc:
-            raise ValueError(f"{self._name}: could not differentiate the closure's loss ({exc}). The "
-                             "closure must return the loss without calling backward()") from None
-        if probe:
-            if probe_closure is None:
-                self._probe(grads, params)
-            else:
+            raise ValueError(f"{self._name}: could not differentiate the closure's loss ({exc}). A "
+                             "closure either returns the loss without calling backward() (the "
+                             "optimizer differentiates it), or calls backward() itself (torch's "
+                             "convention)") from None
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else g.detach()
+        return out.detach(), (grads if own_graph else None)
+
+    def _no_curvature_error(self, torch_closure):
+        s = self._step_count
+        if torch_closure:
+            return ValueError(
+                f"{self._name}.step() probes the curvature at step {s} (every curvature_every="
+                f"{self.curvature_every} steps), but the closure called backward() (torch's "
+                "convention), which consumes the graph the Hessian would come from. Either give "
+                f"the optimizer a probe: {self._name}(params, ..., probe=Probe(model, loss_fn, data)), "
+                "or pass a closure that returns the loss without calling backward()")
+        return ValueError(
+            f"{self._name}.step() needs a closure at step {s}: it probes the curvature every "
+            f"curvature_every={self.curvature_every} steps. Give the optimizer a probe, "
+            f"{self._name}(params, ..., probe=Probe(model, loss_fn, data)), so that the plain loop "
+            "works, or pass closure=lambda: loss_fn(model(x), y) (returning the loss, without backward)")
+
+    def _prepare(self, closure, probe_closure):
+        """Everything before the update: checks, the closure, the probe. Returns step's value."""
+        for gi, group in enumerate(self.param_groups):
+            self._check_group(gi, group)
+        params = self._params()
+        probing = self.probes_next
+        if probing and closure is None and probe_closure is None and self.probe is None:
+            raise self._no_curvature_error(False)
+        own_graph = probing and probe_closure is None and self.probe is None
+        ret, graph = None, None
+        if closure is not None:
+            ret, graph = self._call_closure(closure, params, own_graph)
+            if own_graph and graph is None:
+                raise self._no_curvature_error(True)
+        if all(p.grad is None for p in params):
+            raise ValueError(f"{self._name}.step() needs gradients in p.grad (call loss.backward() "
+                             "first), or a closure")
+        if probing:
+            n = sum(p.numel() for p in params)
+            if probe_closure is not None:
                 with torch.enable_grad():
                     ploss = probe_closure()
                     _loss_value(ploss, f"{self._name} probe_closure", self._step_count)
                     pg = list(torch.autograd.grad(ploss, params, create_graph=True, allow_unused=True))
-                    self._probe(pg, params)
+                self._curvature(_graph_matvec(pg, params, params), n)
                 del pg
-            grads = [None if g is None else g.detach() for g in grads]
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.grad = g
-        return grads, val
+            elif self.probe is not None:
+                matvec, release = self.probe.operator(params, self._name, self._step_count)
+                try:
+                    self._curvature(matvec, n)
+                finally:
+                    release()
+            else:
+                self._curvature(_graph_matvec(graph, params, params), n)
+            del graph
+        return ret, probing
+
+    def _finish(self, probing):
+        if probing:
+            self._next_probe = self._step_count + self.curvature_every
+        self._step_count += 1
+
+    def _stepped(self, group):
+        return [p for p in group["params"] if p.grad is not None]
 
     # ---------------------------------------------------------------- state
-    def _by_group(self, grads):
-        """(group index, group, [(parameter, gradient), …]) per param group: ``grads`` lists one
-        gradient per trainable parameter, in order; parameters without one are skipped."""
-        it = iter(grads)
-        for gi, group in enumerate(self.param_groups):
-            pairs = []
-            for p in group["params"]:
-                if not p.requires_grad:
-                    continue
-                g = next(it)
-                if g is not None:
-                    pairs.append((p, g))
-            yield gi, group, pairs
-
     def _extra_state(self) -> dict:
         return {
             "step": self._step_count,
+            "next_probe": self._next_probe,
             "eigenvalues": [float(e) for e in self._eigs],
             "eigenvectors": None if self._eigvecs is None else self._eigvecs.detach().clone(),
             "n_hvp": self.n_hvp,
@@ -240,10 +376,14 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
             "residuals": [float(r) for r in self.last_residuals],
             "lr_in_force": [float(x) for x in self.lr_in_force],
             "curvature_time": self.curvature_time,
+            "probe": None if self.probe is None else self.probe.state_dict(),
         }
 
     def _load_extra_state(self, extra: dict):
         self._step_count = int(extra["step"])
+        # older states: probes at multiples of curvature_every
+        default_next = -(-self._step_count // self.curvature_every) * self.curvature_every
+        self._next_probe = int(extra.get("next_probe", default_next))
         self._eigs = np.asarray(extra["eigenvalues"], dtype=np.float64)
         ev = extra["eigenvectors"]
         self._eigvecs = None if ev is None else ev.to(device=self.device, dtype=self.dtype)
@@ -252,6 +392,8 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.last_residuals = np.asarray(extra["residuals"], dtype=np.float64)
         self.lr_in_force = [float(x) for x in extra["lr_in_force"]]
         self.curvature_time = float(extra.get("curvature_time", 0.0))
+        if self.probe is not None and extra.get("probe") is not None:
+            self.probe.load_state_dict(extra["probe"])
 
     def state_dict(self):
         sd = super().state_dict()
@@ -267,45 +409,74 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._load_extra_state(extra)
 
+    # ---------------------------------------------------------------- repr
+    def _notes(self, group) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        s = f"{type(self).__name__} ("
+        for i, group in enumerate(self.param_groups):
+            s += f"\nParameter Group {i}\n"
+            notes = self._notes(group)
+            for key in sorted(group):
+                if key == "params":
+                    continue
+                s += f"    {key}: {group[key]}" + (f"   # {notes[key]}" if key in notes else "") + "\n"
+        probe = "probe: none (closure)" if self.probe is None else f"probe: {self.probe!r}"
+        s += (f"Curvature: top-{self.curvature_k} by {self.curvature_method} every "
+              f"{self.curvature_every} step(s), {probe}\n)")
+        return s
+
 
 # --------------------------------------------------------------------------- EoS-Ada
 class EoSAda(_CurvatureOptimizer):
     """EoS-Ada (the proposal's adaptive rule) as a torch optimizer.
 
         η_t = α / (|λ_max| + ε),   σ_t = β · exp(−γ · λ_max),
-        θ ← θ − η_t ∇L(θ) + σ_t ξ,   ξ ~ N(0, I)
+        θ ← θ − lr · η_t · g + σ_t ξ,   ξ ~ N(0, I)
 
-    (α = ``alpha``, ε = ``eps`` > 0, β = ``noise_scale``, γ = ``noise_decay``), with η_t and σ_t
+    (α = ``alpha``, ε = ``eps`` >= 0, β = ``noise_scale``, γ = ``noise_decay``), with η_t and σ_t
     from :func:`eosdyn.rules.schedules.eosada_lr` / :func:`~eosdyn.rules.schedules.eosada_noise`,
-    λ_max the probed sharpness (largest algebraic Hessian eigenvalue).
+    λ_max the probed sharpness (largest algebraic Hessian eigenvalue) and g = ``p.grad``.
+
+    ``lr`` (keyword, default 1.0) is a **multiplier** on η_t, there so that torch's LR schedulers
+    (which set ``param_groups[i]["lr"]``) work: the step in force is lr·η_t, the rule as published
+    at lr = 1. It must be finite and >= 0 at every step. It does not scale the noise σ_t.
 
     Negative curvature: the proposal assumes λ_max > 0. Where the probed λ_max is negative (a
     concave region, e.g. near a saddle or a maximum), α/(λ_max + ε) would be a negative step,
     i.e. gradient *ascent*; the schedule uses |λ_max| instead, so η_t stays positive and
     bounded by α/|λ_max|, and the move is a descent step. ε = 0 is allowed; where
     |λ_max| + ε = 0 (a flat probe) the step is defined as 0, as in the toy rule. Identical to the toy
-    rule :class:`eosdyn.rules.EoSAda` with the same arguments (defaults too: probe every step,
-    ``curvature_every=1``, ``lanczos_steps=20``). The toy rule's "power" and "hutchinson"
+    rule :class:`eosdyn.rules.EoSAda` with the same arguments and lr = 1 (defaults too: probe every
+    step, ``curvature_every=1``, ``lanczos_steps=20``). The toy rule's "power" and "hutchinson"
     estimators are not offered here; "lanczos" and "exact" are.
 
     ξ is drawn with a ``torch.Generator`` on the parameters' device, seeded with ``seed``;
-    its state is part of ``state_dict()``. ``alpha``, ``eps``, ``noise_scale`` and
+    its state is part of ``state_dict()``. ``lr``, ``alpha``, ``eps``, ``noise_scale`` and
     ``noise_decay`` are per param-group; the curvature (one Hessian over all parameters)
-    is shared. ``lr_in_force`` lists η_t per group after each step.
+    is shared. After each step ``lr_in_force`` lists lr·η_t per group, and each stepped
+    parameter's state holds ``lr_in_force`` (lr·η_t), ``lr_factor_in_force`` (η_t) and
+    ``noise_in_force`` (σ_t).
 
-    See the module docstring for ``step(closure)``.
+    ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian, so that a plain
+    ``backward(); step()`` loop works. See the module docstring for ``step(closure)``.
     """
 
     _name = "EoSAda"
 
     def __init__(self, params, alpha=1.9, eps=1e-8, noise_scale=0.0, noise_decay=0.0,
-                 curvature="lanczos", curvature_every=1, lanczos_steps=20, tol=None, seed=0):
+                 curvature="lanczos", curvature_every=1, lanczos_steps=20, tol=None, seed=0, *,
+                 lr=1.0, probe=None):
         eps = positive("eps", eps, allow_zero=True)
-        defaults = dict(alpha=positive("alpha", alpha), eps=eps,
+        defaults = dict(lr=positive("lr", lr), alpha=positive("alpha", alpha), eps=eps,
                         noise_scale=positive("noise_scale", noise_scale, allow_zero=True),
                         noise_decay=in_range("noise_decay", noise_decay, -np.inf, np.inf))
-        super().__init__(params, defaults, 1, curvature_every, lanczos_steps, curvature, tol, seed)
+        super().__init__(params, defaults, 1, curvature_every, lanczos_steps, curvature, tol, seed, probe)
         self._generator = None
+
+    def _notes(self, group):
+        return {"lr": "multiplier on eta_t = alpha/(|lambda_max| + eps): the step in force is lr*eta_t"}
 
     def _gen(self):
         if self._generator is None:
@@ -315,21 +486,22 @@ class EoSAda(_CurvatureOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None, probe_closure=None):
-        """One EoS-Ada update; returns the closure's loss (a float) or None without closure."""
-        probe = self.needs_closure
-        grads, loss = self._gradients(closure, probe_closure, probe)
+        """One EoS-Ada update from ``p.grad``; returns the closure's loss, or None without one."""
+        ret, probing = self._prepare(closure, probe_closure)
         lam = float(self._eigs[0])
-        for gi, group, pairs in self._by_group(grads):
-            lr = float(eosada_lr(lam, group["alpha"], group["eps"]))
+        for gi, group in enumerate(self.param_groups):
+            eta = float(eosada_lr(lam, group["alpha"], group["eps"]))
+            lr = float(group["lr"]) * eta
             sigma = float(eosada_noise(lam, group["noise_scale"], group["noise_decay"]))
-            for p, g in pairs:
-                p.add_(g, alpha=-lr)
+            for p in self._stepped(group):
+                p.add_(p.grad, alpha=-lr)
                 if sigma != 0.0:
                     xi = torch.randn(p.shape, generator=self._gen(), device=p.device, dtype=p.dtype)
                     p.add_(xi, alpha=sigma)
+                self.state[p].update(lr_in_force=lr, lr_factor_in_force=eta, noise_in_force=sigma)
             self.lr_in_force[gi] = lr
-        self._step_count += 1
-        return loss
+        self._finish(probing)
+        return ret
 
     def _extra_state(self):
         extra = super()._extra_state()
@@ -354,20 +526,35 @@ class DCAO(_CurvatureOptimizer):
     (:func:`eosdyn.rules.schedules.dcao_hyperparameters`, refined form)
 
         η = η₀ f(ρ),    f(ρ) = clip(exp(−α(ρ − ρ_ref)), f_min, f_max)
-        β = β₀ g(γ),    g(γ) = 1 + tanh(β₁(γ − γ_ref))
+        β = β₀ g(γ),    g(γ) = 1 + tanh(β₁(γ − γ_ref))  ∈ (0, 2)
         λ_wd = λ₀ (1 + κ ρ/ρ_ref)
-        v ← β v + ∇L + λ_wd θ,   θ ← θ − η v
+        v ← β v + g_θ + λ_wd θ,   θ ← θ − η v        (g_θ = ``p.grad``)
 
     with the same parameter names and defaults as the toy rule :class:`eosdyn.rules.DCAO`:
     η₀ = ``lr``, β₀ = ``momentum``, λ₀ = ``weight_decay``, α = ``alpha``, ρ_ref = ``rho_ref``
-    (default 2/η₀), (f_min, f_max) = ``lr_factor_range``, β₁ = ``beta1``, γ_ref = ``gap_ref``,
-    κ = ``wd_gain``; ``variant="v1"`` the earlier form (``v1_beta``, ``v1_gamma``). Before
-    the first probe nothing is in force: step 0 always probes. Hyperparameters are per
-    param-group (``lr`` is η₀, so a torch LR scheduler scales the base step); the
-    eigenvalues are shared. ``lr_in_force`` lists η per group after each step.
+    (default 2/lr, read from the group at every step, so it follows an LR scheduler; +inf when
+    lr = 0), (f_min, f_max) = ``lr_factor_range``, β₁ = ``beta1``, γ_ref = ``gap_ref``,
+    κ = ``wd_gain``; ``variant="v1"`` the earlier form (η = η₀e^(−αρ), β = β₀e^(−v1_beta·gap),
+    λ_wd = λ₀e^(−v1_gamma·ρ)). Before the first probe nothing is in force: step 0 always probes.
+
+    ``lr`` is the **base** step η₀: the rule multiplies it by f(ρ) ∈ [f_min, f_max], so the step
+    in force can be up to f_max·lr (2·lr by default). ``momentum`` is the **base** β₀: the
+    momentum in force is β₀·g(γ), whose supremum over all spectra — the *bound* — is 2β₀ in the
+    refined form with β₁ > 0 (g → 2 as the gap grows), β₀ when β₁ = 0 or in the v1 form. A
+    heavy-ball momentum >= 1 diverges, so a configuration whose bound reaches 1 (refined form:
+    ``momentum >= 0.5``) is rejected with ``ValueError`` — at construction, in
+    ``add_param_group``, and at a step after a scheduler (e.g. ``OneCycleLR`` with
+    ``cycle_momentum=True``, which sets momentum to 0.85–0.95) changed it.
+
+    Hyperparameters are per param-group; the eigenvalues are shared. After each step
+    ``lr_in_force`` lists η per group, and each stepped parameter's state holds
+    ``lr_in_force`` (η), ``lr_factor_in_force`` (η/η₀ = f(ρ)), ``momentum_in_force`` (β),
+    ``momentum_bound`` and ``weight_decay_in_force`` (λ_wd), besides ``momentum_buffer``.
 
     The toy rule's "power"/"hutchinson"/"auto" estimators are not offered; "lanczos" (default)
-    and "exact" are. See the module docstring for ``step(closure)``.
+    and "exact" are. ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian,
+    so that a plain ``backward(); step()`` loop works. See the module docstring for
+    ``step(closure)``.
     """
 
     _name = "DCAO"
@@ -375,7 +562,7 @@ class DCAO(_CurvatureOptimizer):
     def __init__(self, params, lr=0.01, momentum=0.45, weight_decay=0.0, alpha=0.1, rho_ref=None,
                  lr_factor_range=(0.5, 2.0), beta1=1.0, gap_ref=0.0, wd_gain=1.0, k=2,
                  curvature_every=100, lanczos_steps=20, curvature="lanczos", variant="refined",
-                 v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0):
+                 v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0, *, probe=None):
         lr = positive("lr", lr)
         lo, hi = pair("lr_factor_range", lr_factor_range)
         lo = positive("lr_factor_range[0]", lo)
@@ -393,37 +580,87 @@ class DCAO(_CurvatureOptimizer):
             variant=choice("variant", variant, _DCAO_VARIANTS),
             v1_beta=positive("v1_beta", v1_beta, allow_zero=True),
             v1_gamma=positive("v1_gamma", v1_gamma, allow_zero=True))
-        super().__init__(params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed)
+        self._check_momentum(None, defaults)
+        super().__init__(params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed, probe)
+
+    # ---------------------------------------------------------------- the bound
+    @staticmethod
+    def momentum_bound(group) -> float:
+        """sup over spectra of the momentum in force: 2β₀ (refined, β₁ > 0), else β₀."""
+        b0 = float(group["momentum"])
+        if group["variant"] == "refined" and float(group["beta1"]) > 0.0:
+            return 2.0 * b0
+        return b0
+
+    def _check_momentum(self, gi, group):
+        where = "" if gi is None else f" in param group {gi}"
+        m = group.get("momentum")
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not (0.0 <= float(m) < 1.0):
+            raise ValueError(f"DCAO: momentum{where} must be in [0, 1), got {m!r} (a scheduler with "
+                             "cycle_momentum, e.g. OneCycleLR, sets it: pass cycle_momentum=False or "
+                             "max_momentum < 0.5)")
+        bound = self.momentum_bound(group)
+        if bound >= 1.0:
+            raise ValueError(
+                f"DCAO: momentum{where} = {float(m)!r} is the base β₀ of the momentum in force "
+                f"β = β₀·g(γ), g(γ) = 1 + tanh(β₁(γ − γ_ref)) ∈ (0, 2); its bound 2β₀ = {bound!r} "
+                "reaches 1, where heavy-ball momentum diverges. Use momentum < 0.5 (or beta1=0, "
+                "which makes β = β₀). A scheduler with cycle_momentum (OneCycleLR: 0.85-0.95) must "
+                "be given cycle_momentum=False or base/max_momentum < 0.5")
+
+    def _check_group(self, gi, group):
+        super()._check_group(gi, group)
+        self._check_momentum(gi, group)
+
+    def _notes(self, group):
+        lo, hi = group["lr_factor_range"]
+        return {"lr": f"base step eta0: the step in force is lr*f(rho), f in [{lo}, {hi}], up to "
+                      f"{hi}*lr",
+                "momentum": f"base beta0: the momentum in force is beta0*g(gap) < bound "
+                            f"{self.momentum_bound(group)}"}
+
+    # ---------------------------------------------------------------- the schedule
+    def _in_force(self, group):
+        """(η, f, β, λ_wd) of a group for the eigenvalues in force; η = lr·f exactly."""
+        lr = float(group["lr"])
+        if group["rho_ref"] is not None:
+            rho_ref = float(group["rho_ref"])
+        else:
+            rho_ref = 2.0 / lr if lr > 0.0 else math.inf
+        lo, hi = group["lr_factor_range"]
+        eigs = np.ascontiguousarray(self._eigs, dtype=np.float64)
+        f, mom, wd = dcao_hyperparameters(
+            eigs, int(self.curvature_k), int(_DCAO_VARIANTS[group["variant"]]), 1.0,
+            float(group["momentum"]), float(group["weight_decay"]), float(group["alpha"]), rho_ref,
+            float(lo), float(hi), float(group["beta1"]), float(group["gap_ref"]),
+            float(group["wd_gain"]), float(group["v1_beta"]), float(group["v1_gamma"]))
+        f = float(f)
+        eta = lr * f if lr > 0.0 else 0.0
+        return eta, f, float(mom), float(wd)
 
     def schedule(self, group=None):
         """(η, β, λ_wd) of a param group (default the first) for the eigenvalues in force."""
-        g = self.param_groups[0] if group is None else group
-        rho_ref = 2.0 / g["lr"] if g["rho_ref"] is None else g["rho_ref"]
-        lo, hi = g["lr_factor_range"]
-        eigs = np.ascontiguousarray(self._eigs, dtype=np.float64)
-        lr, mom, wd = dcao_hyperparameters(
-            eigs, int(self.curvature_k), int(_DCAO_VARIANTS[g["variant"]]), float(g["lr"]),
-            float(g["momentum"]), float(g["weight_decay"]), float(g["alpha"]), float(rho_ref),
-            float(lo), float(hi), float(g["beta1"]), float(g["gap_ref"]), float(g["wd_gain"]),
-            float(g["v1_beta"]), float(g["v1_gamma"]))
-        return float(lr), float(mom), float(wd)
+        eta, _, mom, wd = self._in_force(self.param_groups[0] if group is None else group)
+        return eta, mom, wd
 
     @torch.no_grad()
     def step(self, closure=None, probe_closure=None):
-        """One DCAO update; returns the closure's loss (a float) or None without closure."""
-        probe = self.needs_closure
-        grads, loss = self._gradients(closure, probe_closure, probe)
-        for gi, group, pairs in self._by_group(grads):
-            lr, mom, wd = self.schedule(group)
-            for p, g in pairs:
+        """One DCAO update from ``p.grad``; returns the closure's loss, or None without one."""
+        ret, probing = self._prepare(closure, probe_closure)
+        for gi, group in enumerate(self.param_groups):
+            lr, factor, mom, wd = self._in_force(group)
+            bound = self.momentum_bound(group)
+            for p in self._stepped(group):
                 st = self.state[p]
                 buf = st.get("momentum_buffer")
                 if buf is None:
                     buf = st["momentum_buffer"] = torch.zeros_like(p)
-                buf.mul_(mom).add_(g)
+                buf.mul_(mom).add_(p.grad)
                 if wd != 0.0:
                     buf.add_(p, alpha=wd)
                 p.add_(buf, alpha=-lr)
+                st.update(lr_in_force=lr, lr_factor_in_force=factor, momentum_in_force=mom,
+                          momentum_bound=bound, weight_decay_in_force=wd)
             self.lr_in_force[gi] = lr
-        self._step_count += 1
-        return loss
+        self._finish(probing)
+        return ret
