@@ -8,6 +8,11 @@ implementation now, the allocation-free loop the SDE engine used), and records a
 divergence (one divergence rule: NaN from the failing state on, final θ = last good state).
 If a hash breaks, the change must be named in the commit and the note that goes with it.
 
+The SDE runs pass ``convention="proposal"``: they were recorded when eosdyn.sde had only the EoS-Ada
+proposal's noise scale (per-step ηΣ); the default became ``"sgd"`` (per-step η²Σ, Li–Malladi–Arora),
+under which the same calls draw other numbers (at η ≠ 1) by design. With the convention named, the
+bits are unchanged.
+
 Results that go through LAPACK (``eigh``: an exact sharpness, EoS-Ada's exact step size, a
 minibatch covariance's square root) are *not* hashed: OpenBLAS picks its kernels for the CPU
 it runs on, so their last bits differ between machines (found on a second AMD EPYC: the same
@@ -103,18 +108,19 @@ def test_ensemble_sde_lyapunov_and_bifurcation_are_bit_identical_to_before(setup
     th3 = rng.standard_normal((40, 3))
     rng.standard_normal((3, 2))            # its ConstantMatrix noise
     r = sde.simulate(q3, 0.2, sde.Isotropic(0.3), th3, 0.1, 200, method="srk15", record_every=10, seed=4,
-                     record_theta=True)
+                     record_theta=True, convention="proposal")
     assert [h(r.loss), h(r.theta), h(r.final_theta), h(r.theta_mean), h(r.theta_var), h(r.theta_cov),
             h(r.extra["grad_norm"])] == ["42f56e28d4dd", "b145fc451524", "3ed702cb8b8b", "a644f6508d57",
                                          "581c56e030ff", "08e5f0c7eca5", "43b423a8f9fe"]
-    r = sde.simulate(q3, 0.2, sde.HessianAligned(0.2), th3, 0.5, 200, record_every=10, seed=4, record_theta=True)
+    r = sde.simulate(q3, 0.2, sde.HessianAligned(0.2), th3, 0.5, 200, record_every=10, seed=4, record_theta=True,
+                     convention="proposal")
     assert [h(r.loss), h(r.theta), h(r.final_theta), h(r.theta_cov)] == \
         ["b3bf4b499576", "b888b1de4c1a", "dd9a89f4efc7", "2990114d0f62"]
     Xl = rng.standard_normal((12, 3))
     yl = Xl @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.standard_normal(12)
     ls = LeastSquares(Xl, yl)
     r = sde.noisy_gd(ls, 0.1, sde.MinibatchNoise(ls, 4, scale=0.1), np.zeros((30, 3)), 200, record_every=5, seed=2,
-                     record_theta=True)
+                     record_theta=True, convention="proposal")
     for f in ("loss", "theta", "final_theta", "theta_mean", "theta_cov"):  # Σ_B^{1/2} by eigh
         near(f"noisy_gd_minibatch.{f}", getattr(r, f))
     near("noisy_gd_minibatch.grad_norm", r.extra["grad_norm"])

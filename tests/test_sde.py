@@ -1,8 +1,10 @@
 """The SDE engine: convergence orders, stationary covariances, noisy GD, sdeint, reproducibility.
 
 Conventions checked here (see eosdyn/sde/simulate.py): time t is counted in GD
-steps, dθ = −η∇L dt + √η·B dW, and the noisy GD map θ ← θ − η∇L + √η·Bξ is its
-Euler–Maruyama scheme with dt = 1.
+steps, dθ = −η∇L dt + c·B dW, and the noisy GD map θ ← θ − η∇L + c·Bξ is its
+Euler–Maruyama scheme with dt = 1. The tests in this file that write √η out by hand pass
+``convention="proposal"`` (c = √η, the form the engine had before the keyword); the
+default ``"sgd"`` (c = η) is tested in tests/test_sde_conventions.py.
 
 Sampling errors: every Monte Carlo comparison uses independent trajectories at one
 time and the standard error computed from the samples themselves (for a covariance
@@ -424,7 +426,7 @@ def test_noisy_gd_mode_variance(mode_problem):
     loss, lr, sigma, etalam = mode_problem
     lam = etalam / lr
     n = 20000
-    r = noisy_gd(loss, lr, Isotropic(sigma), np.zeros((n, 3)), 400, record_every=400, seed=3)
+    r = noisy_gd(loss, lr, Isotropic(sigma), np.zeros((n, 3)), 400, record_every=400, seed=3, convention="proposal")
     x = r.final_theta
     v = x.var(axis=0, ddof=1)
     se = ((x - x.mean(axis=0)) ** 2).std(axis=0) / np.sqrt(n)
@@ -441,7 +443,7 @@ def test_sde_mode_variance_and_side_by_side(mode_problem):
     lam = etalam / lr
     n = 10000
     cmp = compare_sde_and_map(loss, lr, Isotropic(sigma), np.zeros((n, 3)), 100, dt=0.05,
-                              record_every=50, seed=4)
+                              record_every=50, seed=4, convention="proposal")
     np.testing.assert_array_equal(cmp.k, [0, 50, 100])
     np.testing.assert_allclose(cmp.tau, [0.0, 5.0, 10.0])
     np.testing.assert_array_equal(cmp.sde.time, [0.0, 50.0, 100.0])
@@ -463,7 +465,7 @@ def test_kernel_path_regenerates_with_integrate():
     G = lambda y, t: np.sqrt(lr) * Bn
     for method in ["euler", "srk15"]:
         r = simulate(loss, lr, noise, th0, dt, steps, method=method, record_every=1, seed=seed,
-                     record_theta=True)
+                     record_theta=True, convention="proposal")
         for i in range(3):
             inc = increments(seed, i, steps, 2, dt, dZ=method == "srk15")
             dW, dZ = inc if method == "srk15" else (inc, None)
@@ -471,7 +473,8 @@ def test_kernel_path_regenerates_with_integrate():
                           noise_type="additive")
             assert np.max(np.abs(r.theta[i] - y)) < 1e-12
     # isotropic noise uses m = d normals per step
-    r = simulate(loss, lr, Isotropic(0.3), th0, dt, steps, record_every=1, seed=seed, record_theta=True)
+    r = simulate(loss, lr, Isotropic(0.3), th0, dt, steps, record_every=1, seed=seed, record_theta=True,
+                 convention="proposal")
     dW = increments(seed, 1, steps, 3, dt)
     y = integrate(f, lambda y, t: np.sqrt(lr) * 0.3 * np.eye(3), th0[1], np.arange(steps + 1) * dt, dW=dW)
     assert np.max(np.abs(r.theta[1] - y)) < 1e-12
@@ -480,8 +483,8 @@ def test_kernel_path_regenerates_with_integrate():
 def test_noisy_gd_is_euler_with_unit_step():
     loss, noise, _ = _ou_problem()
     th0 = np.ones((5, 3))
-    a = noisy_gd(loss, 0.3, noise, th0, 50, record_every=10, seed=8)
-    b = simulate(loss, 0.3, noise, th0, 1.0, 50, method="euler", record_every=10, seed=8)
+    a = noisy_gd(loss, 0.3, noise, th0, 50, record_every=10, seed=8, convention="proposal")
+    b = simulate(loss, 0.3, noise, th0, 1.0, 50, method="euler", record_every=10, seed=8, convention="proposal")
     np.testing.assert_array_equal(a.final_theta, b.final_theta)
     np.testing.assert_array_equal(a.loss, b.loss)
     # and by hand: θ ← θ − η∇L + √η B ξ on the regenerated normals
@@ -562,7 +565,7 @@ def test_least_squares_loss():
     np.testing.assert_allclose(G.mean(axis=0), ls.grad(th), rtol=1e-12)
     eps = 1e-6
     for i in range(8):
-        li = lambda t: 0.5 * (X[i] @ t - y[i]) ** 2
+        li = lambda t, i=i: 0.5 * (X[i] @ t - y[i]) ** 2
         fd = [(li(th + eps * e) - li(th - eps * e)) / (2 * eps) for e in np.eye(3)]
         np.testing.assert_allclose(G[i], fd, rtol=1e-6, atol=1e-9)
     assert ls.min_value == pytest.approx(ls.value(ls.minimizer), rel=1e-12)
@@ -605,15 +608,17 @@ def _sgd_moments(ls, lr, B, mu0, S0, steps):
 
 
 def test_minibatch_noise_reproduces_sgd_moments():
-    """noisy_gd with MinibatchNoise(scale=lr) and real SGD (numpy, batches drawn without
-    replacement) both match SGD's exact moment recursion after 30 steps (z = 4.5). ηλ_max = 0.38:
+    """noisy_gd with MinibatchNoise(scale=lr) under "proposal", with MinibatchNoise() under the
+    default "sgd", and real SGD (numpy, batches drawn without replacement) all match SGD's exact
+    moment recursion after 30 steps (z = 4.5). ηλ_max = 0.38:
     SGD's second moments are stable there (they blow up long before GD's edge ηλ = 2)."""
     ls = _ls_data(6, 2, 3)
     lr, B, steps, n = 0.1, 2, 30, 20000
     th0 = np.array([1.0, -1.0])
     mu, C = _sgd_moments(ls, lr, B, th0, np.outer(th0, th0), steps)
     r = noisy_gd(ls, lr, MinibatchNoise(ls, B, scale=lr), np.tile(th0, (n, 1)), steps,
-                 record_every=steps, seed=2)
+                 record_every=steps, seed=2, convention="proposal")
+    r_sgd = noisy_gd(ls, lr, MinibatchNoise(ls, B), np.tile(th0, (n, 1)), steps, record_every=steps, seed=5)
     rng = np.random.default_rng(0)
     th = np.tile(th0, (n, 1))
     X, y = ls.X, ls.y
@@ -622,7 +627,7 @@ def test_minibatch_noise_reproduces_sgd_moments():
         Xb, yb = X[idx], y[idx]
         resid = np.einsum("nbd,nd->nb", Xb, th) - yb
         th = th - lr * np.einsum("nbd,nb->nd", Xb, resid) / B
-    for sample in (r.final_theta, th):
+    for sample in (r.final_theta, r_sgd.final_theta, th):
         m_se = sample.std(axis=0) / np.sqrt(n)
         assert np.all(np.abs(sample.mean(axis=0) - mu) < 4.5 * m_se)
         S, se = _cov_and_se(sample)
@@ -655,7 +660,7 @@ def test_hessian_aligned_noise():
     lr, c, dt, steps = 0.2, 0.05, 0.1, 100
     th0 = np.array([[1.0, -1.0], [0.9, 1.1], [-1.2, 0.8]])
     noise = HessianAligned(c)
-    r = simulate(loss, lr, noise, th0, dt, steps, record_every=1, seed=3, record_theta=True)
+    r = simulate(loss, lr, noise, th0, dt, steps, record_every=1, seed=3, record_theta=True, convention="proposal")
     f = lambda y, t: -lr * loss.grad(y)
     G = lambda y, t: np.sqrt(lr) * noise.matrix(y, loss)
     for i in range(3):
@@ -687,7 +692,8 @@ def test_diagonal_callable_noise_srk15_kernel_matches_integrate():
     noise = CallableNoise(_gbm_b, kind="diagonal")          # √η·b = 2·0.5·θ = σθ
     th0 = np.array([[1.0], [0.5]])
     dt, steps = 1.0 / 64, 64
-    r = simulate(loss, lr, noise, th0, dt, steps, method="srk15", record_every=1, seed=4, record_theta=True)
+    r = simulate(loss, lr, noise, th0, dt, steps, method="srk15", record_every=1, seed=4, record_theta=True,
+                 convention="proposal")
     for i in range(2):
         dW, dZ = increments(4, i, steps, 1, dt, dZ=True)
         y = integrate(lambda y, t: mu * y, lambda y, t: sig * y, th0[i], np.arange(steps + 1) * dt,
@@ -702,7 +708,7 @@ def test_diagonal_callable_noise_milstein_and_matrix_kernels():
     th0 = np.array([[1.0], [0.5]])
     dt, steps = 1.0 / 64, 64
     r = simulate(loss, lr, CallableNoise(_gbm_b, kind="diagonal"), th0, dt, steps, method="milstein",
-                 record_every=1, seed=4, record_theta=True)
+                 record_every=1, seed=4, record_theta=True, convention="proposal")
     for i in range(2):
         y = integrate(lambda y, t: mu * y, lambda y, t: sig * y, th0[i], np.arange(steps + 1) * dt,
                       method="milstein", dW=increments(4, i, steps, 1, dt))
@@ -715,7 +721,8 @@ def test_diagonal_callable_noise_milstein_and_matrix_kernels():
         out[0, 1] = 1.0
         return out
 
-    r = simulate(loss, lr, CallableNoise(bmat), th0, dt, steps, record_every=1, seed=4, record_theta=True)
+    r = simulate(loss, lr, CallableNoise(bmat), th0, dt, steps, record_every=1, seed=4, record_theta=True,
+                 convention="proposal")
     y = integrate(lambda y, t: mu * y, lambda y, t: np.sqrt(lr) * np.array([[y[0], 1.0]]), th0[1],
                   np.arange(steps + 1) * dt, dW=increments(4, 1, steps, 2, dt))
     assert np.max(np.abs(r.theta[1] - y)) < 1e-12 * max(1.0, np.abs(y).max())
@@ -772,8 +779,15 @@ def test_generic_kernel_paths_match_builtin_ones():
     """The generic kernel (functions passed in) gives the same numbers as the built-in one:
     a FiniteSumLoss wrapping the least-squares functions, with its own per-example kernel,
     and a covariance-returning CallableNoise equal to a ConstantCovariance."""
-    from eosdyn.losses.finite_sum import (FiniteSumLoss, _ls_grad, _ls_grad_into, _ls_hess, _ls_hvp,
-                                       _ls_value, ls_per_example_grad)
+    from eosdyn.losses.finite_sum import (
+        FiniteSumLoss,
+        _ls_grad,
+        _ls_grad_into,
+        _ls_hess,
+        _ls_hvp,
+        _ls_value,
+        ls_per_example_grad,
+    )
 
     @njit
     def pex(theta, params):
@@ -974,8 +988,8 @@ def test_generated_sde_kernel_bit_identical(monkeypatch):
     ("dw", "diag", "milstein"), ("dw", "cov", "euler"), ("dw", "mb", "euler"),
     ("dw", "mb_eigh", "euler"), ("dw", "mb_pex", "euler"), ("pex", "iso", "euler")])
 def test_generated_sde_kernel_bit_identical_matrix(monkeypatch, case):
-    from eosdyn.losses.scalar_net import ScalarNet
     from eosdyn.losses.finite_sum import FiniteSumLoss, _ls_grad, _ls_hess, _ls_value
+    from eosdyn.losses.scalar_net import ScalarNet
 
     ls = _ls_data(6, 2, 3)
     pex = FiniteSumLoss(_ls_value, _ls_grad, _ls_hess, None, ls.params, 2, 0.0, _pex_copy, 6)

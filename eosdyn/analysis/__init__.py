@@ -13,7 +13,9 @@ is the edge, and what happens past it.
   portraits of 2-D losses.
 - :func:`oscillation_spectrum` — power spectrum of a loss series, power at period 2.
 - :func:`stationary_covariance` — Lyapunov equations of noisy GD (SDE and map, with
-  heavy-ball momentum for the map).
+  heavy-ball momentum for the map; ``convention`` "proposal" or "sgd", see :mod:`eosdyn.sde.noise`).
+- :func:`sgd_stationary_covariance` — SGD's exact stationary covariance on a least-squares
+  finite sum (minibatch sampling with or without replacement, batch-Hessian noise included).
 - :func:`sgd_threshold`, :func:`sgd_moment_operator`, :func:`batch_sharpness` — the
   stochastic edge: SGD's exact mean-square threshold (Mulayoff & Michaeli 2024) beside
   Wu, Ma & E's bound, and batch sharpness (Andreyev & Beneventano 2024) on finite sums.
@@ -43,7 +45,14 @@ from .phase import (
                           nullclines,
                           orbits,
 )
-from .sgd import BatchSharpness, SGDThreshold, batch_sharpness, sgd_moment_operator, sgd_threshold
+from .sgd import (
+                          BatchSharpness,
+                          SGDThreshold,
+                          batch_sharpness,
+                          sgd_moment_operator,
+                          sgd_stationary_covariance,
+                          sgd_threshold,
+)
 from .spectra import OscillationSpectrum, oscillation_spectrum
 from .stability import (
                           SimulatedThreshold,
@@ -64,7 +73,8 @@ from .stationary import stationary_covariance, stationary_variance_per_mode
 
 __all__ = [
     "stability", "StabilityResult", "classify", "threshold", "ThresholdResult", "simulated_threshold",
-    "SimulatedThreshold", "sgd_threshold", "SGDThreshold", "sgd_moment_operator", "batch_sharpness", "BatchSharpness",
+    "SimulatedThreshold", "sgd_threshold", "SGDThreshold", "sgd_moment_operator", "sgd_stationary_covariance",
+    "batch_sharpness", "BatchSharpness",
     "gd_threshold", "heavyball_threshold", "nesterov_threshold", "adam_threshold", "eosada_threshold",
     "preconditioned_sharpness",
     "fixed_points", "gd_fixed_points", "periodic_orbits", "FixedPointResult", "Orbit",

@@ -32,6 +32,26 @@ s = λ_max(Σ_H)^{1/2}, Σ_H = (1/n)ΣᵢHᵢ² − H²:
   bound: the exact threshold can lie above it (tests/test_sgd.py has a case), because the
   worst direction of Σ_H need not be one the dynamics excite.
 
+**SGD's stationary covariance** (:func:`sgd_stationary_covariance`). On least squares SGD is an
+*affine* random map, exactly: with e = θ − θ*, per-example gradients gᵢ(θ) = Hᵢe + cᵢ
+(cᵢ = gᵢ(θ*), Hᵢ = xᵢxᵢᵀ) and batch means H_B, c_B,
+
+    e_{k+1} = A_B e_k + u_B,      A_B = I − ηH_B,   u_B = −η c_B,
+
+a fresh batch each step (B distinct examples, uniform; or B i.i.d. draws with replacement).
+On the augmented state z = (e, 1) this is linear, z' = Ã_B z with Ã_B = [[A_B, u_B], [0, 1]]
+= I − η·Ẽ_B, Ẽ_B the batch mean of Ẽᵢ = [[Hᵢ, cᵢ], [0, 0]]; so the mixture identity above,
+applied to Ẽᵢ, gives E[Ã_B ⊗ Ã_B] exactly, and the stationary second moment
+N = E[zzᵀ] = [[M, m], [mᵀ, 1]] solves N = E[Ã_B N Ã_Bᵀ] with N_{d+1,d+1} = 1. Written out,
+
+    m = A m + ū,    M = E[A_B M A_Bᵀ] + E[A_B m u_Bᵀ] + E[u_B mᵀ A_Bᵀ] + E[u_B u_Bᵀ],
+
+whose cross terms are kept exactly (they vanish at θ* = the minimiser, where ū = −η∇L(θ*) = 0
+makes m = 0, leaving M = E[A_B M A_Bᵀ] + η²Σ_B(θ*) with Σ_B(θ*) = p·C(θ*), C the per-example
+gradient covariance: the discrete Lyapunov-type equation (I − T) vec M = vec Q with
+T = E[A_B ⊗ A_B] and Q = η²Σ_B(θ*)). It exists iff SGD is mean-square stable, ρ(T) < 1
+(η below :func:`sgd_threshold`).
+
 **Batch sharpness** (Andreyev & Beneventano, arXiv 2412.20553): E_B[g_Bᵀ H_B g_B / ‖g_B‖²],
 the curvature of the batch loss along the batch's own gradient — the quantity SGD holds at
 2/η, while the full-batch λ_max sits below it. :func:`batch_sharpness` computes it exactly,
@@ -51,7 +71,7 @@ from .._validate import in_range, nonneg_int, positive, seed_value
 from ..losses.finite_sum import FiniteSumLoss, minibatch_factor
 
 __all__ = ["SGDThreshold", "BatchSharpness", "sgd_moment_operator", "sgd_threshold", "batch_sharpness",
-           "adaptive_batch_mean", "error_map"]
+           "adaptive_batch_mean", "error_map", "sgd_stationary_covariance"]
 
 
 def _finite_sum(loss, where):
@@ -69,6 +89,12 @@ def _batch(loss, batch_size, replacement):
 
 def _reduced_hessians(loss, theta):
     """H and the Hᵢ restricted to the range of H (the null space is neutral for every η)."""
+    H, Hi, _ = _range_reduction(loss, theta)
+    return H, Hi
+
+
+def _range_reduction(loss, theta):
+    """(UᵀHU, UᵀHᵢU, U), U an orthonormal basis of the range of H (see :func:`_reduced_hessians`)."""
     Hi = np.asarray(loss.per_example_hessians(theta), dtype=float)
     H = Hi.mean(axis=0)
     w, V = np.linalg.eigh(0.5 * (H + H.T))
@@ -85,7 +111,7 @@ def _reduced_hessians(loss, theta):
         raise ValueError(f"a per-example Hessian acts on the null space of H (|Hᵢ| there {leak:.3g}): the "
                          f"per-example Hessians are not all positive semi-definite, and leaving that space out "
                          f"would be wrong")
-    return U.T @ H @ U, np.einsum("ji,njk,kl->nil", U, Hi, U)
+    return U.T @ H @ U, np.einsum("ji,njk,kl->nil", U, Hi, U), U
 
 
 def error_map(Hb, eta, beta):
@@ -140,6 +166,81 @@ def sgd_moment_operator(loss, lr, batch_size, momentum: float = 0.0, replacement
     _, p = _batch(loss, batch_size, replacement)
     Hi = np.asarray(loss.per_example_hessians(_where(loss, theta)), dtype=float)
     return _MomentOperator(Hi.mean(axis=0), Hi, beta, p)(eta)
+
+
+def sgd_stationary_covariance(loss, lr, batch_size, replacement: bool = False, theta=None) -> np.ndarray:
+    """The stationary covariance of SGD's iterates on a least-squares finite sum, exactly (module docstring).
+
+    SGD θ ← θ − η ĝ_B(θ), a fresh batch every step: B distinct examples drawn uniformly
+    (``replacement=False``; Cov(ĝ_B) = p·C with p = (n − B)/(B(n − 1))) or B i.i.d. uniform
+    draws (``replacement=True``; p = 1/B). Not epoch-wise reshuffling, which is another
+    process. On least squares the map is affine in θ with random coefficients (A_B, u_B), and
+    the stationary moments solve N = E[Ã_B N Ã_Bᵀ] on the augmented state (θ − θ*, 1), with
+    E[Ã_B ⊗ Ã_B] from the mixture identity (exact: the batch Hessian's and batch gradient's
+    randomness and their correlation are all kept). At the minimiser this is
+
+        M = E[(I − ηH_B) M (I − ηH_B)ᵀ] + η² Σ_B(θ*),     Σ_B(θ*) = p·C(θ*),
+
+    the equation (I − T) vec M = vec(η²Σ_B(θ*)) with T = :func:`sgd_moment_operator`. For
+    η → 0 it is η·C₁ + O(η²), C₁ solving HC₁ + C₁H = Σ_B(θ*): the stationary covariance of
+    the SDE in the ``"sgd"`` convention (per-step η²Σ_B; Li, Malladi & Arora, arXiv
+    2102.12470); the EoS-Ada proposal's convention (per-step ηΣ_B) gives C₁, 1/η times too
+    large.
+
+    Parameters
+    ----------
+    loss : FiniteSumLoss with per-example gradients and Hessians (e.g.
+        :class:`~eosdyn.losses.LeastSquares`; for another loss this is the linearisation of
+        SGD about ``theta``).
+    lr : step size η > 0, below SGD's mean-square threshold (:func:`sgd_threshold`).
+    batch_size : int in [1, n] (without replacement) or >= 1 (with).
+    replacement : sample the batch with replacement.
+    theta : the reference point (default the loss's minimiser); for least squares the answer
+        does not depend on it (the map is affine), for another loss it is where SGD is
+        linearised.
+
+    Returns
+    -------
+    (d, d) ndarray: Cov(θ) in the stationary law, about its mean. Directions in the null space
+    of H (where every Hᵢ and every per-example gradient vanishes, e.g. over-parameterised
+    regression) never move; their variance is 0 (the law started on the affine set of θ*).
+
+    Raises ValueError when η ≥ SGD's mean-square threshold (ρ(E[A_B ⊗ A_B]) ≥ 1: no stationary
+    law), or when a per-example gradient leaves the range of H (the iterates then random-walk
+    along the null space); TypeError for a loss without per-example Hessians.
+    """
+    loss = _finite_sum(loss, "sgd_stationary_covariance")
+    eta = positive("lr", lr)
+    _, p = _batch(loss, batch_size, replacement)
+    th = _where(loss, theta)
+    Hr, Hir, U = _range_reduction(loss, th)
+    G = np.asarray(loss.per_example_grads(th), dtype=float)
+    Gr = G @ U
+    leak = np.abs(G - Gr @ U.T).max()
+    if leak > 1e-10 * max(1.0, np.abs(G).max()):
+        raise ValueError(f"a per-example gradient at theta has a component {leak:.3g} outside the range of the "
+                         f"Hessian: SGD random-walks along that null space and has no stationary covariance")
+    r = Hr.shape[0]
+    radius = _radius(_MomentOperator(Hr, Hir, 0.0, p)(eta))
+    if radius >= 1.0:
+        raise ValueError(f"SGD has no stationary distribution at lr = {eta:.6g} with batch_size = {batch_size}: "
+                         f"ρ(E[A_B ⊗ A_B]) = {radius:.6g} >= 1; lr must be below sgd_threshold(loss, batch_size)"
+                         f".threshold")
+    # augmented Ẽᵢ = [[Hᵢ, gᵢ], [0, 0]]: Ã_B = I − η·Ẽ_B = [[I − ηH_B, −ηg_B], [0, 1]]
+    K = r + 1
+    Ei = np.zeros((Hir.shape[0], K, K))
+    Ei[:, :r, :r] = Hir
+    Ei[:, :r, r] = Gr
+    T = _MomentOperator(Ei.mean(axis=0), Ei, 0.0, p)(eta)   # E[Ã_B ⊗ Ã_B] on row-major vec
+    last = K * K - 1                                         # the (r, r) entry of N, fixed to 1
+    keep = np.arange(last)
+    x = np.linalg.solve(np.eye(last) - T[np.ix_(keep, keep)], T[keep, last])
+    N = np.append(x, 1.0).reshape(K, K)
+    N = 0.5 * (N + N.T)
+    m = N[:r, r]
+    C = N[:r, :r] - np.outer(m, m)
+    C = U @ C @ U.T
+    return 0.5 * (C + C.T)
 
 
 def _where(loss, theta):

@@ -1,5 +1,15 @@
 r"""Stationary covariances of noisy gradient descent on a quadratic: SDE and discrete map.
 
+**Conventions** (:mod:`eosdyn.sde.noise`). A step adds noise of covariance c²Σ: c² = η in the
+EoS-Ada proposal's form (``convention="proposal"``, the default *here*, the form written
+below) and c² = η² in Li, Malladi & Arora's SDE of SGD (``convention="sgd"``, arXiv
+2102.12470; the default of :mod:`eosdyn.sde`), where Σ = Σ_B is SGD's minibatch-gradient
+covariance. Every formula below holds for "sgd" with Σ replaced by ηΣ; so under "sgd" the
+covariances are η times the proposal's. (Here the default stays "proposal", the meaning
+``noise_cov`` had before the keyword; pass ``convention`` to say which.) For SGD itself on a
+finite sum, with the batch Hessian's randomness, see
+:func:`eosdyn.analysis.sgd_stationary_covariance`.
+
 Near a minimum, L(θ) ≈ ½ θᵀHθ. The proposal's continuous model, with time measured
 in steps (one unit of t = one step of size η),
 
@@ -38,24 +48,30 @@ import numpy as np
 from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
 
 from .._validate import choice, in_range, positive, symmetric
+from ..sde.noise import noise_convention
 
 
-def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float = 0.0) -> np.ndarray:
-    """Stationary covariance of noisy GD on ½θᵀHθ with noise covariance Σ per unit of ηt.
+def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float = 0.0, *,
+                          convention: str = "proposal") -> np.ndarray:
+    """Stationary covariance of noisy GD on ½θᵀHθ with per-step noise covariance c²Σ.
 
     Parameters
     ----------
     H : (d, d) symmetric Hessian.
     noise_cov : (d, d) symmetric positive semi-definite Σ (a scalar s means s·I).
     lr : step size η > 0.
-    kind : "sde" — solve ηH C + C ηH = ηΣ (needs H positive definite);
-           "map" — solve C = (I − ηH) C (I − ηH)ᵀ + ηΣ (needs ρ(I − ηH) < 1).
+    kind : "sde" — solve ηH C + C ηH = c²Σ (needs H positive definite);
+           "map" — solve C = (I − ηH) C (I − ηH)ᵀ + c²Σ (needs ρ(I − ηH) < 1).
     momentum : heavy-ball β in [0, 1), ``kind="map"`` only: the θ-block of the stationary
         covariance of SGD with momentum (module docstring; needs ρ(A) < 1, i.e.
         0 < ηλ < 2 + 2β for every eigenvalue λ of H).
+    convention : "proposal" (default here: c² = η, the EoS-Ada proposal's
+        dθ = −η∇L dt + √(ηΣ) dW, t in steps) or "sgd" (c² = η², Li, Malladi & Arora's SDE of
+        SGD: with Σ = Σ_B the map is SGD's noise, in Gaussian form and without the batch
+        Hessian's randomness). The "sgd" answer is η times the "proposal" one.
 
     Raises ValueError (naming the parameter) for non-square or non-symmetric H or Σ,
-    an indefinite Σ, or when no stationary distribution exists.
+    an indefinite Σ, an unknown convention, or when no stationary distribution exists.
     """
     H = symmetric("H", H)
     d = H.shape[0]
@@ -70,6 +86,7 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
     beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
     if beta and kind != "map":
         raise ValueError("momentum is defined for kind='map' only (heavy-ball is a discrete map)")
+    c2 = eta * eta if noise_convention(convention) == "sgd" else eta   # per-step noise c²Σ
     sev = np.linalg.eigvalsh(S)
     if sev[0] < -1e-12 * max(1.0, abs(sev[-1])):
         raise ValueError(f"noise_cov must be positive semi-definite, has eigenvalue {sev[0]:.3g}")
@@ -78,7 +95,7 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
         if hev[0] <= 0:
             raise ValueError(f"H must be positive definite for a stationary SDE covariance "
                              f"(smallest eigenvalue {hev[0]:.3g})")
-        C = solve_continuous_lyapunov(eta * H, eta * S)
+        C = solve_continuous_lyapunov(eta * H, c2 * S)
     elif beta:
         if hev[0] <= 0 or eta * hev[-1] >= 2.0 + 2.0 * beta:
             raise ValueError(f"heavy-ball SGD has no stationary distribution: needs 0 < lr·λ < 2 + 2·momentum "
@@ -88,7 +105,7 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
 
         A = error_map(H, eta, beta)
         Q = np.zeros((2 * d, 2 * d))
-        Q[:d, :d] = eta * S
+        Q[:d, :d] = c2 * S
         C = solve_discrete_lyapunov(A, Q)[:d, :d]
     else:
         rho = np.abs(1.0 - eta * hev).max()
@@ -96,13 +113,16 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
             raise ValueError(f"noisy GD has no stationary distribution: ρ(I − lr·H) = {rho:.6g} >= 1 "
                              f"(needs 0 < lr·λ < 2 for every eigenvalue λ of H)")
         A = np.eye(d) - eta * H
-        C = solve_discrete_lyapunov(A, eta * S)
+        C = solve_discrete_lyapunov(A, c2 * S)
     return 0.5 * (C + C.T)
 
 
-def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: float = 0.0):
+def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: float = 0.0, *,
+                                 convention: str = "proposal"):
     """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map); with heavy-ball
     ``momentum`` β (map only) the AR(2) law (1 + β)σ²/((1 − β)λ(2 + 2β − ηλ)), lr·λ < 2 + 2β.
+    These are the ``convention="proposal"`` forms (default here; per-step noise ησ²);
+    ``convention="sgd"`` (per-step η²σ²) multiplies each by η (see :func:`stationary_covariance`).
 
     ``lam`` (a number or an array of curvatures λ) must be finite and > 0 for every mode,
     and for ``kind="map"`` also lr·λ < 2 + 2β (2 without momentum); ``sigma2`` (σ², a number or an array that
@@ -116,6 +136,7 @@ def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: f
     beta = in_range("momentum", momentum, 0.0, 1.0, hi_open=True)
     if beta and kind != "map":
         raise ValueError("momentum is defined for kind='map' only (heavy-ball is a discrete map)")
+    sgd = noise_convention(convention) == "sgd"
     lam = _real_array("lam", lam)
     s2 = _real_array("sigma2", sigma2)
     if np.any(s2 < 0):
@@ -129,6 +150,8 @@ def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: f
         raise ValueError(f"lr·lam must be in (0, {edge:g}) for every mode with kind='map' (noisy GD has no "
                          f"stationary distribution otherwise), got lr·lam = {eta * bad:.6g} at lam = {bad:g}, "
                          f"lr = {eta:g}")
+    if sgd:
+        sigma2 = eta * s2
     if kind == "sde":
         return sigma2 / (2.0 * lam)
     return (1.0 + beta) * sigma2 / ((1.0 - beta) * lam * (edge - lr * lam))

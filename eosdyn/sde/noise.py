@@ -1,13 +1,47 @@
-"""Noise models Σ(θ) = B(θ)B(θ)ᵀ for the EoS SDE and the noisy GD map.
+"""Noise models Σ(θ) = B(θ)B(θ)ᵀ for the EoS SDE and the noisy GD map, and the two noise conventions.
 
-The SDE engine integrates, with time t counted in GD steps,
+A noise model gives Σ(θ); the **convention** says how Σ enters one step (time t counted in GD
+steps, one step = dt = 1). Two are in use, and they differ by a factor η in the per-step
+noise covariance:
+
+=============  ================================================  ====================  ==========
+convention     SDE (t in steps)                                  noise per step        SGD's Σ_B
+=============  ================================================  ====================  ==========
+``"sgd"``      dθ = −η∇L dt + η · B(θ) dW                        η²Σ(θ)                Σ = Σ_B
+``"proposal"`` dθ = −η∇L dt + √η · B(θ) dW  (= √(ηΣ) dW)          ηΣ(θ)                 Σ = ηΣ_B
+=============  ================================================  ====================  ==========
+
+- ``"sgd"`` (the default of :func:`eosdyn.sde.simulate` and :func:`eosdyn.sde.noisy_gd`) is
+  Li, Malladi & Arora's SDE of SGD (arXiv 2102.12470, "On the validity of modeling SGD with
+  stochastic differential equations"): dX = −∇L dτ + √(ηΣ) dW_τ in physical time τ = kη,
+  which written in step time t = τ/η is dθ = −η∇L dt + η Σ^{1/2} dW. One SGD step
+  θ ← θ − ηĝ_B adds noise η(∇L − ĝ_B) of covariance η²Σ_B, which this convention matches
+  with Σ = Σ_B = Cov(ĝ_B) (the SDE is an order-1 weak approximation of SGD: Li, Tai & E,
+  JMLR 20(40), 2019; Li, Malladi & Arora test when it holds).
+- ``"proposal"`` is the form the EoS-Ada proposal wrote, dθ = −η∇L dt + √(ηΣ) dW with t
+  counted in steps: it adds ηΣ per step, a factor 1/η more than SGD's η²Σ_B when Σ = Σ_B
+  (its stationary covariance near a minimum is then 1/η times SGD's). It is the convention
+  of eosdyn's stepping core (:mod:`eosdyn.engine.noise`: ``eosdyn.simulate/ensemble(...,
+  noise=...)`` add √η_t·B ξ), and was the only one of :mod:`eosdyn.sde` before the
+  ``convention`` keyword. SGD's noise in this convention is Σ = ηΣ_B
+  (``MinibatchNoise(..., scale=η)``).
+
+The two agree at η = 1. In eosdyn ``"sgd"`` is applied as ``"proposal"`` with Σ multiplied by
+η (B by √η) for the built-in models, so both conventions run the same kernels, and a run with
+``"sgd"`` equals, bit for bit, a ``"proposal"`` run of the model with Σ → ηΣ where that
+rescaling is exact in floating point (e.g. ``Isotropic(σ)`` vs ``Isotropic(σ·√η)``,
+``MinibatchNoise(data, B)`` vs ``MinibatchNoise(data, B, scale=η)``). A user function
+(:class:`CallableNoise`) cannot be rescaled in place: there the integrator multiplies B(θ)dW
+by η instead of √η.
+
+In the ``"proposal"`` form, the SDE engine integrates
 
     dθ = −η ∇L(θ) dt + √η · B(θ) dW,        B(θ) B(θ)ᵀ = Σ(θ),  dW ∈ R^m,
 
 and the noisy GD map is θ ← θ − η∇L(θ) + √η · B(θ) ξ, ξ ~ N(0, I_m) (its
-Euler–Maruyama discretisation with dt = 1). Every noise model below gives the
-kernels a *diffusion matrix* B(θ) of shape (d, m); what matters for the law of
-the process is only Σ = BBᵀ (any B with the same Σ gives the same SDE in law).
+Euler–Maruyama discretisation with dt = 1); in the ``"sgd"`` form √η becomes η. Every
+noise model below gives the kernels a *diffusion matrix* B(θ) of shape (d, m); what matters
+for the law of the process is only Σ = BBᵀ (any B with the same Σ gives the same SDE in law).
 
 =====================  ===========================  ======  =====================
 model                  Σ(θ)                         m       B(θ) used
@@ -33,7 +67,7 @@ srk15 valid when bᵢ depends on θᵢ only); the others are general (Euler–Ma
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numba import njit
@@ -43,6 +77,27 @@ from .._validate import choice, finite_matrix, finite_vector, positive, symmetri
 from ..engine.noise import DIAG, HESS, ISO, MAT, MB, PSD_RTOL, USER_COV, USER_DIAG, USER_MAT, sqrt_psd  # noqa: F401
 from ..losses.finite_sum import FiniteSumLoss, LeastSquares, ls_per_example_grad, minibatch_factor
 from ..losses.quadratic import Quadratic
+
+#: the noise conventions (module docstring): "sgd" adds η²Σ per step, "proposal" ηΣ
+CONVENTIONS = ("sgd", "proposal")
+_CONVENTION_HELP = ("'sgd' (Li–Malladi–Arora: dθ = −η∇L dt + η·Σ^{1/2} dW with t in steps, per-step noise "
+                    "covariance η²Σ; matches SGD with Σ = Σ_B) or 'proposal' (the EoS-Ada proposal's "
+                    "dθ = −η∇L dt + √(ηΣ) dW, per-step ηΣ)")
+
+
+def noise_convention(convention) -> str:
+    """``convention`` checked: one of :data:`CONVENTIONS`, else ValueError naming it and the valid values."""
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {list(CONVENTIONS)}: {_CONVENTION_HELP}; got {convention!r}")
+    return convention
+
+
+def step_variance_factor(convention, lr) -> float:
+    """c² with per-step noise covariance c²·Σ: η² for ``"sgd"``, η for ``"proposal"``."""
+    return lr * lr if noise_convention(convention) == "sgd" else lr
+
+
+USER_KINDS = (USER_MAT, USER_DIAG, USER_COV)
 
 
 @dataclass
@@ -63,17 +118,48 @@ class NoiseSpec:
     psd_raise: bool = False
 
 
+def scaled_spec(spec: NoiseSpec, factor: float):
+    """The spec of Σ → factor·Σ (B → √factor·B), or None for a user function (not rescalable in place).
+
+    How :mod:`eosdyn.sde` applies the ``"sgd"`` convention (factor η) on kernels written in the
+    ``"proposal"`` one. ``factor == 1`` returns ``spec`` itself.
+    """
+    if factor == 1.0:
+        return spec
+    if spec.kind in USER_KINDS:
+        return None
+    r = float(np.sqrt(factor))
+    if spec.kind == ISO:
+        return replace(spec, scal=spec.scal * r)
+    if spec.kind == MAT:
+        return replace(spec, mat=np.ascontiguousarray(spec.mat * r))
+    if spec.kind == DIAG:
+        return replace(spec, vec=np.ascontiguousarray(spec.vec * r))
+    if spec.kind in (HESS, MB):   # scal multiplies Σ (B = √(scal·w) from eigh, or √(scal/n)·centred gradients)
+        return replace(spec, scal=spec.scal * factor)
+    raise AssertionError(f"unknown noise kind {spec.kind}")  # pragma: no cover
+
+
 class NoiseModel:
     """Base class. Subclasses implement :meth:`spec` and :meth:`matrix`."""
 
     def spec(self, loss) -> NoiseSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def plan(self, loss, theta=None):
-        """The stepping core's :class:`~eosdyn.engine.NoisePlan` of this model on ``loss``."""
+    def plan(self, loss, theta=None, *, cov_factor=1.0):
+        """The stepping core's :class:`~eosdyn.engine.NoisePlan` of this model on ``loss``.
+
+        The core adds √η_t·B(θ)ξ per step (the ``"proposal"`` convention); ``cov_factor`` f
+        makes it the plan of Σ → f·Σ (:func:`eosdyn.sde.noisy_gd` passes f = η for ``"sgd"``).
+        A user function cannot be rescaled: ``TypeError`` if f ≠ 1 for a :class:`CallableNoise`.
+        """
         from ..engine import NoisePlan
 
         sp = self.spec(loss, theta) if isinstance(self, CallableNoise) else self.spec(loss)
+        scaled = scaled_spec(sp, float(cov_factor))
+        if scaled is None:
+            raise TypeError(f"{self!r}: the core cannot rescale a user noise function (cov_factor = {cov_factor!r})")
+        sp = scaled
         builtin_mb = sp.kind == MB and sp.pex_fn is None
         e2, e1 = np.zeros((0, 0)), np.zeros(0)
         mbX, mby = (sp.mb_params[0], sp.mb_params[1]) if builtin_mb else (e2, e1)
@@ -314,12 +400,15 @@ class MinibatchNoise(NoiseModel):
       Cov(ĝ_B) = (n − B)/(B(n − 1)) · C(θ)  (finite-population correction);
     - ``replace=True`` (B i.i.d. uniform draws): Cov(ĝ_B) = C(θ)/B.
 
-    ``scale`` s multiplies Σ. Normalisation: the engine's map adds √η·B ξ, i.e. a
-    per-step noise covariance η·Σ, while SGD θ ← θ − η ĝ_B has η²·Cov(ĝ_B). So
-    ``scale=1`` (default) gives Σ = Cov(ĝ_B) as written in the issue, and
-    ``scale=lr`` reproduces SGD's first two moments exactly (for least squares,
-    whose noise covariance is quadratic in θ, the mean and covariance of the map
-    then follow SGD's recursion exactly; tested).
+    ``scale`` s multiplies Σ. Normalisation: SGD θ ← θ − η ĝ_B adds noise of covariance
+    η²·Cov(ĝ_B) per step. Under the ``"sgd"`` convention (the default of
+    :func:`eosdyn.sde.simulate` and :func:`eosdyn.sde.noisy_gd`: per-step η²Σ) the default
+    ``scale=1`` is SGD's Σ_B = Cov(ĝ_B). Under ``"proposal"`` (per-step ηΣ; also the stepping
+    core's ``eosdyn.simulate/ensemble(..., noise=...)``) SGD needs ``scale=lr``; the two give
+    the same bits (module docstring). Either way noisy GD with this noise reproduces SGD's
+    first two moments exactly on least squares (whose noise covariance is quadratic in θ:
+    the mean and covariance of the map follow SGD's recursion; tested, and its stationary
+    covariance is :func:`eosdyn.analysis.sgd_stationary_covariance`).
 
     ``sqrt`` chooses B: ``"factor"`` uses B = √(f·s/n) · (G − ḡ)ᵀ (shape (d, n), m = n:
     exact, no eigendecomposition, n normals per step); ``"eigh"`` uses the eigh root

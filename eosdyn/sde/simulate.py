@@ -1,24 +1,33 @@
 """Ensembles of the EoS SDE and of the noisy GD map, on any eosdyn loss.
 
-The equation (time t counted in GD steps, so one step of the map is dt = 1)::
+The equation (time t counted in GD steps, so one step of the map is dt = 1), in one of two
+**conventions** (:mod:`eosdyn.sde.noise`; keyword ``convention``)::
 
-    dθ = −η ∇L(θ) dt + √η · B(θ) dW,       Σ(θ) = B(θ)B(θ)ᵀ  (the noise model),
+    "sgd" (default):  dθ = −η ∇L(θ) dt + η · B(θ) dW      per-step noise covariance η²Σ
+    "proposal":       dθ = −η ∇L(θ) dt + √η · B(θ) dW     per-step noise covariance ηΣ
 
-i.e. dθ = −η∇L dt + √(ηΣ) dW. In "physical" time τ = η t it reads
-dθ = −∇L dτ + B(θ) dW_τ. The noisy GD map
+with Σ(θ) = B(θ)B(θ)ᵀ the noise model. ``"sgd"`` is Li, Malladi & Arora's SDE of SGD
+(arXiv 2102.12470), dX = −∇L dτ + √(ηΣ) dW_τ in physical time τ = ηt: one SGD step adds
+η²Σ_B, so Σ = Σ_B (``MinibatchNoise(data, B)``) is SGD's noise. ``"proposal"`` is the form
+the EoS-Ada proposal wrote, dθ = −η∇L dt + √(ηΣ) dW with t in steps (in τ = ηt:
+dθ = −∇L dτ + B dW_τ); with Σ = Σ_B it adds ηΣ_B per step, 1/η times SGD's. It was this
+module's only form before the keyword, and is the stepping core's (``eosdyn.simulate``/
+``ensemble(..., noise=...)``). Write c = η ("sgd") or √η ("proposal") for the coefficient
+of B dW. The noisy GD map
 
-    θ_{k+1} = θ_k − η ∇L(θ_k) + √η · B(θ_k) ξ_k,    ξ_k ~ N(0, I_m),
+    θ_{k+1} = θ_k − η ∇L(θ_k) + c · B(θ_k) ξ_k,    ξ_k ~ N(0, I_m),
 
-is exactly its Euler–Maruyama discretisation with dt = 1: :func:`noisy_gd` is
+is exactly the SDE's Euler–Maruyama discretisation with dt = 1: :func:`noisy_gd` is
 ``simulate(..., dt=1, method="euler")`` and shares its random streams. The map's
 k-th iterate is matched with the SDE at t = k (τ = k·η); see
 :func:`compare_sde_and_map`.
 
 Per-mode stationary variances on a quadratic with eigenvalue λ and Σ = σ²I
-(derivation: for x' = (1 − hηλ)x + √(hη)σξ, v = hησ²/(1 − (1 − hηλ)²)):
+(derivation: for x' = (1 − hηλ)x + √h·c·σξ, v = hc²σ²/(1 − (1 − hηλ)²)):
 
-- SDE:            σ² / (2λ)
-- EM with step h: σ² / (λ (2 − h η λ));   h = 1 is the noisy GD map: σ²/(λ(2 − ηλ)).
+- SDE:            c²σ² / (2ηλ)           ("sgd": ησ²/(2λ);  "proposal": σ²/(2λ))
+- EM with step h: c²σ² / (ηλ (2 − h η λ)); h = 1 is the noisy GD map: σ²/(λ(2 − ηλ)) under
+  "proposal", ησ²/(λ(2 − ηλ)) under "sgd" (:func:`eosdyn.analysis.stationary_covariance`).
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ from ..losses.quadratic import Quadratic
 from ..sim.discrete import default_tracking
 from ..sim.results import EnsembleResult
 from . import kernels as K
-from .noise import HESS, MB, USER_COV, USER_DIAG, USER_MAT, CallableNoise, NoiseModel
+from .noise import HESS, MB, USER_COV, USER_DIAG, USER_MAT, CallableNoise, NoiseModel, noise_convention, scaled_spec
 
 METHODS = {
     "euler": "euler", "em": "euler", "euler-maruyama": "euler", "euler_maruyama": "euler",
@@ -215,6 +224,28 @@ def renamed_keywords(fname, kwargs, given):
 _UNSET = object()
 
 
+_EQUATION = {"sgd": "dtheta = -lr*grad L dt + lr*B dW (t in GD steps; convention 'sgd': per-step cov lr^2*Sigma)",
+             "proposal": "dtheta = -lr*grad L dt + sqrt(lr)*B dW (t in GD steps; convention 'proposal': per-step "
+                         "cov lr*Sigma)"}
+_MAP_EQUATION = {"sgd": "theta <- theta - lr*grad L + lr*B xi (noisy GD; EM of the SDE with dt = 1; convention 'sgd')",
+                 "proposal": "theta <- theta - lr*grad L + sqrt(lr)*B xi (noisy GD; EM of the SDE with dt = 1; "
+                             "convention 'proposal')"}
+
+
+def _convention_spec(spec, lr, convention):
+    """(spec, c): the spec the kernels run and the coefficient c of B dW (module docstring).
+
+    ``"proposal"``: the spec as it is and c = √η. ``"sgd"``: Σ → ηΣ in the spec and c = √η (so
+    the stepping core, which always multiplies by √η, runs it too), or, for a user function
+    that cannot be rescaled, the spec as it is and c = η."""
+    if convention == "proposal":
+        return spec, np.sqrt(lr)
+    scaled = scaled_spec(spec, lr)
+    if scaled is None:
+        return spec, lr
+    return scaled, np.sqrt(lr)
+
+
 def _prepare(loss, lr, noise, theta0s, dt, steps, method, record_every, seed):
     _check_loss(loss)
     if not isinstance(noise, NoiseModel):
@@ -242,9 +273,9 @@ def _prepare(loss, lr, noise, theta0s, dt, steps, method, record_every, seed):
 
 
 def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, method="euler", record_every=None,
-             seed=0, record_theta=_UNSET, *, moments="auto", track_sharpness=_UNSET, record_grad_norm=True,
-             blowup=1e100, progress=None, **deprecated) -> SDEResult:
-    """Integrate dθ = −η∇L(θ) dt + √η·B(θ) dW for an ensemble of initial points.
+             seed=0, record_theta=_UNSET, *, convention="sgd", moments="auto", track_sharpness=_UNSET,
+             record_grad_norm=True, blowup=1e100, progress=None, **deprecated) -> SDEResult:
+    """Integrate dθ = −η∇L(θ) dt + c·B(θ) dW (c = η, or √η) for an ensemble of initial points.
 
     Parameters
     ----------
@@ -257,6 +288,14 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
         η (the drift is gradient flow's); formerly ``lr=`` (deprecated name).
     noise : noise model
         Σ(θ) = B(θ)Bᵀ (:mod:`eosdyn.sde.noise`).
+    convention : {"sgd", "proposal"}
+        How Σ enters (module docstring). ``"sgd"`` (default; Li, Malladi & Arora,
+        arXiv 2102.12470): c = η, per-step noise covariance η²Σ, which is SGD's for
+        Σ = Σ_B (``MinibatchNoise(data, B)``). ``"proposal"``: c = √η, per-step ηΣ, the
+        EoS-Ada proposal's dθ = −η∇L dt + √(ηΣ) dW (t in steps) and this function's only form
+        before the keyword: pass it to reproduce earlier results bit for bit. The two agree at
+        η = 1; with Σ = Σ_B the proposal's adds 1/η times SGD's noise. Anything else raises
+        ValueError naming ``convention`` and the valid values.
     theta0s : (n, d) array (or (d,) for one trajectory)
     dt : float > 0
         Time step, in GD steps (dt = 1 with ``method="euler"`` is the noisy GD map).
@@ -306,8 +345,10 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     record_sharpness = None if given["track_sharpness"] is _UNSET else given["track_sharpness"]
     for name, v in (("noise", noise), ("theta0s", theta0s), ("dt", dt), ("steps", steps)):
         _required("simulate", name, v)
+    convention = noise_convention(convention)
     lr, dt, steps, seed, method, thetas, record_every, spec = _prepare(
         loss, lr, noise, theta0s, dt, steps, method, record_every, seed)
+    spec, coef = _convention_spec(spec, lr, convention)
     blowup = positive("blowup", blowup)
     mom = _moments_code(moments, loss.dim)
     record_sharpness = default_tracking(record_sharpness, loss)
@@ -321,7 +362,7 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     fcfg[K.F_LR] = lr
     fcfg[K.F_DT] = dt
     fcfg[K.F_SDT] = np.sqrt(dt)
-    fcfg[K.F_SQLR] = np.sqrt(lr)
+    fcfg[K.F_SQLR] = coef   # the coefficient c of B dW (the kernels' name is the proposal's √η)
     fcfg[K.F_SCAL] = spec.scal
     fcfg[K.F_BLOWUP] = blowup
     icfg = np.zeros(K.N_ICFG, np.int64)
@@ -410,7 +451,7 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
             lam = float(np.linalg.eigvalsh(lin[2])[-1])
             sharp = np.where(np.isfinite(out_loss), lam, np.nan)
     theta_mean, theta_var, theta_cov, n_alive = ensemble_moments(mom_sum, mom_sq, mom_cnt, mom)
-    params = {"equation": "dtheta = -lr*grad L dt + sqrt(lr)*B dW (t in GD steps)",
+    params = {"equation": _EQUATION[convention], "convention": convention,
               "loss": type(loss).__name__, "dim": d, "noise": repr(noise), "noise_dim": spec.m,
               "lr": lr, "dt": dt, "steps": steps, "method": method, "record_every": record_every,
               "seed": seed, "n": n, "blowup": blowup}
@@ -428,19 +469,29 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
 
 
 def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_every=None, seed=0,
-             record_theta=_UNSET, *, moments="auto", track_sharpness=_UNSET, record_grad_norm=True, blowup=1e100,
-             progress=None, **deprecated) -> SDEResult:
-    """The noisy GD map θ ← θ − η∇L(θ) + √η·B(θ)ξ (ξ ~ N(0, I_m)) over an ensemble.
+             record_theta=_UNSET, *, convention="sgd", moments="auto", track_sharpness=_UNSET, record_grad_norm=True,
+             blowup=1e100, progress=None, **deprecated) -> SDEResult:
+    """The noisy GD map θ ← θ − η∇L(θ) + c·B(θ)ξ (ξ ~ N(0, I_m)) over an ensemble.
 
-    GD plus the stepping core's additive noise (:mod:`eosdyn.engine.noise`: per-step
-    covariance ηΣ(θ)), run by the core (:func:`eosdyn.engine.run_map`). The map is the
-    Euler–Maruyama scheme of the SDE with dt = 1, and the result is identical, bit for bit
-    and on the same streams, to ``simulate(loss, lr, noise, theta0s, dt=1.0, steps,
-    method="euler", ...)``, divergence included, with one exception: a non-finite gradient at
-    a finite state fails that state here, and the next one in the SDE integrator (which
-    sees it as a non-finite state), so ``diverged_at`` is one step later there. With
-    ``Isotropic(σ)`` the added noise is √η·σ·ξ and the
-    stationary variance of a mode with curvature λ (0 < ηλ < 2) is σ²/(λ(2 − ηλ)).
+    ``convention="sgd"`` (default): c = η, per-step noise covariance η²Σ(θ), so with
+    ``MinibatchNoise(data, B)`` (Σ = Σ_B) the noise has SGD's covariance η²Σ_B (Li, Malladi &
+    Arora, arXiv 2102.12470). ``convention="proposal"``: c = √η, per-step ηΣ(θ), the EoS-Ada
+    proposal's form and the stepping core's (:mod:`eosdyn.engine.noise`), this function's only
+    form before the keyword (pass it to reproduce earlier results bit for bit). See
+    :mod:`eosdyn.sde.noise`; any other value raises ValueError.
+
+    GD plus the stepping core's additive noise, run by the core
+    (:func:`eosdyn.engine.run_map`); under ``"sgd"`` the core runs the model with Σ → ηΣ. The
+    map is the Euler–Maruyama scheme of the SDE with dt = 1, and the result is identical, bit
+    for bit and on the same streams, to ``simulate(loss, lr, noise, theta0s, dt=1.0, steps,
+    method="euler", convention=...)``, divergence included, with one exception: a non-finite
+    gradient at a finite state fails that state here, and the next one in the SDE integrator
+    (which sees it as a non-finite state), so ``diverged_at`` is one step later there. A user
+    noise function (:class:`CallableNoise`) under ``"sgd"`` cannot be rescaled for the core
+    (which multiplies by √η); that case runs ``simulate(..., dt=1.0, method="euler")`` itself
+    (the same map; ``params["runner"]`` says which ran). With ``Isotropic(σ)`` the added noise
+    is c·σ·ξ and the stationary variance of a mode with curvature λ (0 < ηλ < 2) is
+    c²σ²/(ηλ(2 − ηλ)): σ²/(λ(2 − ηλ)) under "proposal", ησ²/(λ(2 − ηλ)) under "sgd".
 
     Arguments as in :func:`simulate` (``rule`` a step size or a GD rule; ``record_theta``,
     ``track_sharpness``; the old names ``lr``, ``record_paths``, ``record_sharpness`` still
@@ -457,17 +508,27 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
     record_sharpness = None if given["track_sharpness"] is _UNSET else given["track_sharpness"]
     for name, v in (("noise", noise), ("theta0s", theta0s), ("steps", steps)):
         _required("noisy_gd", name, v)
+    convention = noise_convention(convention)
     lr, _, steps, seed, _, thetas, record_every, spec = _prepare(
         loss, lr, noise, theta0s, 1.0, steps, "euler", record_every, seed)
     blowup = positive("blowup", blowup)
     mom = _moments_code(moments, loss.dim)
+    if convention == "sgd" and scaled_spec(spec, lr) is None:
+        # a user function under "sgd": the core multiplies B by √η and cannot rescale B(θ); the SDE
+        # kernel's Euler step with dt = 1 is the same map, with c = η
+        res = simulate(loss, lr, noise, thetas, 1.0, steps, method="euler", record_every=record_every, seed=seed,
+                       record_theta=record_paths, convention=convention, moments=moments,
+                       track_sharpness=record_sharpness, record_grad_norm=record_grad_norm, blowup=blowup,
+                       progress=progress)
+        res.params.update(equation=_MAP_EQUATION[convention], runner="sde.simulate(dt=1, method='euler')")
+        return res
     record_sharpness = default_tracking(record_sharpness, loss)
     lin = _linear_data(loss)
     records = ["loss"] + (["grad_norm"] if record_grad_norm else []) + (["theta"] if record_paths else []) + (
         ["sharpness"] if (record_sharpness and lin is None) else [])
     out = run_map(loss, GD(lr), thetas, steps, record_every=record_every, records=records, seed=seed,
-                  noise=noise.plan(loss, thetas[0]), moments=mom, blowup=blowup, kernel="trajectory",
-                  progress=progress)
+                  noise=noise.plan(loss, thetas[0], cov_factor=lr if convention == "sgd" else 1.0), moments=mom,
+                  blowup=blowup, kernel="trajectory", progress=progress)
     _noise_failure(noise, out.status, out.fail_at, out.fail_value, spec.m)
     rec = out.records
     sharp = None
@@ -479,7 +540,7 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
             sharp = np.where(np.isfinite(rec["loss"]), lam, np.nan)
     theta_mean, theta_var, theta_cov, n_alive = ensemble_moments(*(out.moments or (None, None, None)), mom)
     n, d = thetas.shape
-    params = {"equation": "theta <- theta - lr*grad L + sqrt(lr)*B xi (noisy GD; EM of the SDE with dt = 1)",
+    params = {"equation": _MAP_EQUATION[convention], "convention": convention, "runner": "engine.run_map",
               "loss": type(loss).__name__, "dim": d, "noise": repr(noise), "noise_dim": spec.m,
               "lr": lr, "dt": 1.0, "steps": steps, "method": "euler", "record_every": record_every,
               "seed": seed, "n": n, "blowup": blowup, "generated_kernel": out.generated}
@@ -521,14 +582,17 @@ class SDEMapComparison:
 
 
 def compare_sde_and_map(loss, lr, noise, theta0s, steps, *, dt=0.05, method="srk15",
-                        record_every=None, seed=0, sde_seed=None, **kwargs) -> SDEMapComparison:
+                        record_every=None, seed=0, sde_seed=None, convention="sgd", **kwargs) -> SDEMapComparison:
     """Run noisy GD for ``steps`` iterations and the SDE to the matched time t = steps.
 
     The SDE uses step ``dt`` (in GD steps; 1/dt must be an integer) and ``method``
     (falls back to "euler" for general state-dependent noise); the map records
     every ``record_every`` iterations and the SDE at the same times t = k
     (physical time τ = k·η). ``sde_seed`` defaults to ``seed + 1`` (independent noise).
+    Both run under the same ``convention`` (``"sgd"`` by default, or ``"proposal"``; see
+    :func:`simulate`).
     """
+    convention = noise_convention(convention)
     dt = positive("dt", dt)
     per = 1.0 / dt
     if abs(per - round(per)) > 1e-9 * per or round(per) < 1:
@@ -538,7 +602,8 @@ def compare_sde_and_map(loss, lr, noise, theta0s, steps, *, dt=0.05, method="srk
     if record_every is None:
         record_every = max(1, steps // 100)
     record_every = nonneg_int("record_every", record_every, minimum=1)
-    gd = noisy_gd(loss, lr, noise, theta0s, steps, record_every=record_every, seed=seed, **kwargs)
+    gd = noisy_gd(loss, lr, noise, theta0s, steps, record_every=record_every, seed=seed, convention=convention,
+                  **kwargs)
     if not isinstance(noise, NoiseModel):
         raise TypeError(f"noise must be an eosdyn.sde noise model, got {type(noise).__name__}")
     _check_loss(loss)
@@ -548,6 +613,6 @@ def compare_sde_and_map(loss, lr, noise, theta0s, steps, *, dt=0.05, method="srk
         method = "euler"
     sde = simulate(loss, lr, noise, theta0s, dt, steps * per, method=method,
                    record_every=record_every * per, seed=seed + 1 if sde_seed is None else sde_seed,
-                   **kwargs)
+                   convention=convention, **kwargs)
     k = gd.step.copy()
     return SDEMapComparison(map=gd, sde=sde, k=k, tau=k * float(lr))
