@@ -48,6 +48,10 @@ class Loss:
 
     name = "loss"
 
+    #: Degree of L as a polynomial in θ, or None. When set, :meth:`third_derivative` is
+    #: exact: the HVP along a line is then a polynomial of known degree in the step.
+    polynomial_degree: int | None = None
+
     def __init__(self, value_fn, grad_fn, hess_fn, hvp_fn, params, dim, min_value, grad_into_fn=None,
                  grad_block_fn=None):
         self.value_fn = value_fn
@@ -87,12 +91,69 @@ class Loss:
         """λ_max(∇²L(θ)), the largest *algebraic* Hessian eigenvalue."""
         return float(np.linalg.eigvalsh(self.hess(theta))[-1])
 
+    def third_derivative(self, theta, u, v) -> np.ndarray:
+        """D³L(θ)[u, v, ·] = ∇_θ (uᵀ ∇²L(θ) v), shape (d,).
+
+        With u = v the top Hessian eigenvector this is ∇S, the gradient of the sharpness
+        S = λ₁(∇²L) (first-order perturbation theory; Damian, Nichani & Lee, ICLR 2023,
+        §2; Cohen et al., ICLR 2025, §3), the quantity central flows and self-stabilization
+        are built on. Exact for every built-in loss:
+
+        * polynomial losses (``polynomial_degree`` set: :class:`Quadratic`, :class:`DeepLinear`,
+          :class:`ScalarNet`, :class:`ZhuMinimalist`…): ε ↦ ∇²L(θ + εu)v is a polynomial of
+          degree m = deg − 2, recovered *exactly* (no truncation error, only rounding)
+          from its values at m + 1 Chebyshev nodes, and differentiated at ε = 0;
+        * sympy losses: the symbolic third-derivative tensor, compiled;
+        * :class:`SqrtLoss`: the chain rule through the base loss's own third derivative.
+
+        Raises TypeError for a loss with no exact third derivative (never falls back to
+        finite differences).
+        """
+        theta = self._theta(theta)
+        u = finite_vector("u", u, self.dim)
+        v = finite_vector("v", v, self.dim)
+        return np.asarray(self._third_derivative(theta, u, v), dtype=np.float64)
+
+    def _third_derivative(self, theta, u, v):
+        deg = self.polynomial_degree
+        if deg is None:
+            raise TypeError(
+                f"{type(self).__name__} has no exact third derivative; losses with one: Quadratic, "
+                "LeastSquares, DeepLinear, ScalarNet, ZhuMinimalist, LogisticCubic, SympyLoss "
+                "(from_sympy), and SqrtLoss of any of these")
+        return polynomial_line_derivative(lambda e: self.hvp_fn(theta + e * u, v, self.params), int(deg) - 2,
+                                          scale=_line_scale(theta, u), dim=self.dim)
+
     def kernel_functions(self):
         """(value_fn, grad_into_fn, hess_fn, hvp_fn, params): what the simulator kernels take."""
         return self.value_fn, self.grad_into_fn, self.hess_fn, self.hvp_fn, self.params
 
     def __repr__(self):
         return f"{type(self).__name__}(dim={self.dim}, min_value={self.min_value:g})"
+
+
+def _line_scale(theta, u):
+    """Half-width r of the interpolation interval along u: θ's own scale, at least 1 (in ‖εu‖)."""
+    nu = float(np.linalg.norm(u))
+    if nu == 0.0:
+        return 1.0
+    return max(1.0, float(np.max(np.abs(theta)))) / nu
+
+
+def polynomial_line_derivative(f, degree, scale, dim):
+    """p'(0) for a vector polynomial p(ε) = f(ε) of known degree, from degree + 1 values.
+
+    The values at the Chebyshev nodes ε_j = r·cos(π(j + ½)/(m + 1)) determine p exactly;
+    p'(0) is read off the Chebyshev interpolant (well conditioned on [−r, r]).
+    """
+    if degree <= 0:
+        return np.zeros(dim)
+    m = degree
+    nodes = scale * np.cos(np.pi * (np.arange(m + 1) + 0.5) / (m + 1))
+    values = np.array([np.asarray(f(e), dtype=np.float64) for e in nodes])      # (m+1, d)
+    coef = np.polynomial.chebyshev.chebfit(nodes / scale, values, m)            # (m+1, d)
+    dcoef = np.polynomial.chebyshev.chebder(coef, axis=0)
+    return np.polynomial.chebyshev.chebval(0.0, dcoef) / scale
 
 
 _HVP_CACHE: dict = {}

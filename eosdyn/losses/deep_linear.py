@@ -271,6 +271,7 @@ class DeepLinear(Loss):
         dims = [d_in] + widths + [d_out]
         self.dims = tuple(dims)
         self.depth = len(dims) - 1
+        self.polynomial_degree = 2 * self.depth
         self.shapes = tuple((dims[k + 1], dims[k]) for k in range(self.depth))
         dim = sum(r * c for r, c in self.shapes)
         self.rank_bound = min(dims)

@@ -135,6 +135,7 @@ class Quadratic(Loss):
     """
 
     name = "quadratic"
+    polynomial_degree = 2
 
     def __init__(self, H=None, eigs=None, center=None):
         if (H is None) == (eigs is None):

@@ -210,6 +210,7 @@ class ScalarNet(Loss):
                                         else _sn_grad_block))
         self.depth = depth
         self.target = y
+        self.polynomial_degree = 2 * depth
 
     def manifold_sharpness(self, theta) -> float:
         r"""λ_max of the Hessian at a point of the minimum manifold ∏ w_i = y: ‖∇_w ∏w‖² = Σ_i ∏_{j≠i} w_j².

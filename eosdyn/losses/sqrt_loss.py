@@ -198,6 +198,25 @@ class SqrtLoss(Loss):
         self.eps = eps
         self.base_min = Lb
 
+    def _third_derivative(self, theta, u, v):
+        r"""Chain rule for f = √s, s = L_b − L*_b + ε (s > 0), with g = ∇L_b, H = ∇²L_b:
+
+        D³f[u, v] = D³L_b[u, v]/(2√s) − [(uᵀHv) g + (Hu)(g·v) + (Hv)(g·u)]/(4 s^{3/2})
+                    + 3 (g·u)(g·v) g/(8 s^{5/2}).
+        """
+        b = self.base
+        s = max(float(b.value_fn(theta, b.params)) - self.base_min, 0.0) + self.eps
+        if s <= 0.0:
+            return np.full(self.dim, np.inf)
+        g = np.asarray(b.grad_fn(theta, b.params))
+        Hu = np.asarray(b.hvp_fn(theta, u, b.params))
+        Hv = np.asarray(b.hvp_fn(theta, v, b.params))
+        gu, gv, uHv = float(g @ u), float(g @ v), float(u @ Hv)
+        r = math.sqrt(s)
+        return (b._third_derivative(theta, u, v) / (2.0 * r)
+                - (uHv * g + Hu * gv + Hv * gu) / (4.0 * s * r)
+                + 3.0 * gu * gv * g / (8.0 * s * s * r))
+
     def sharpness(self, theta) -> float:
         """λ_max(∇²L(θ)); +inf where L is not twice differentiable (s_ε = 0, only when eps = 0)."""
         H = self.hess(theta)

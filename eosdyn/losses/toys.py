@@ -98,6 +98,7 @@ class LogisticCubic(Loss):
     """
 
     name = "logistic_cubic"
+    polynomial_degree = 3
 
     def __init__(self):
         super().__init__(_cubic_value, _cubic_grad, _cubic_hess, _cubic_hvp, (), 1, -np.inf,
@@ -212,6 +213,8 @@ class ZhuMinimalist(Loss):
     """
 
     name = "zhu_minimalist"
+
+    polynomial_degree = 8
 
     def __init__(self):
         super().__init__(_zhu_value, _zhu_grad, _zhu_hess, _zhu_hvp, (), 2, 0.0,

@@ -1,0 +1,241 @@
+r"""Central, stable and gradient flows on torch models (full batch), next to GD.
+
+The same integrator as :mod:`eosdyn.flows` (forward Euler, ``substeps`` per step, the
+semidefinite complementarity problem for the oscillation covariance), with the model's
+flat parameter vector w and
+
+* ∇L by reverse mode, H v = ∇(∇L·v) and the third derivative D³L[u, v] = ∇(vᵀH u)
+  by nested ``torch.func.grad`` (exact, no finite differences);
+* the top eigenpairs of P^{-1/2} H P^{-1/2} *warm-started* from the last substep's
+  vectors: a Rayleigh–Ritz step on the previous block costs one HVP per tracked vector
+  when the block is still accurate; otherwise the block is enlarged by its residuals
+  (another HVP per vector) until the residuals are below ``eig_tol``; a cold start
+  uses :func:`eosdyn.curvature.top_eigenpairs` (Lanczos). ``hvp_count`` records every
+  product.
+
+Computation runs in the model's own dtype and device; the flow state is kept in float64
+numpy (for float64 models nothing is rounded). Reference setup (Cohen et al., ICLR 2025,
+their example): an MLP 8→16→16→1 with swish, n = 128, x, y ~ N(0, 1), MSE, GD at
+η = 0.1 for 1000 steps, float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import positive, step_count
+from ..flows.central import _check_common, _past_edge_error, integrate
+from ..sim.results import Trajectory
+
+__all__ = ["central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "ModelObjective"]
+
+
+class ModelObjective:
+    """L(w) = loss_fn(model(X; w), Y) on one full batch, with flat parameters w (numpy float64)."""
+
+    def __init__(self, model, loss_fn, data, *, eig_tol=1e-4, seed=0):
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError("loss_fn must be callable (outputs, targets) -> scalar loss")
+        try:
+            X, Y = data
+        except (TypeError, ValueError):
+            raise TypeError("data must be a pair (inputs, targets) of tensors: the full batch") from None
+        self.model, self.loss_fn = model, loss_fn
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters")
+        self.names = [n for n, _ in params]
+        self.shapes = [p.shape for _, p in params]
+        self.sizes = [p.numel() for _, p in params]
+        self.dtype, self.device = params[0][1].dtype, params[0][1].device
+        self.X = X.to(self.device)
+        self.Y = Y.to(self.device)
+        self.buffers = dict(model.named_buffers())
+        self.dim = int(sum(self.sizes))
+        self.eig_tol = positive("eig_tol", eig_tol)
+        self.seed = seed
+        self.hvps = 0
+        self.hessians = 0
+        self.thirds = 0
+        self._Z = None                                    # warm start, in P^{1/2}-scaled coordinates
+        f = self._loss_of_flat
+        self._grad = torch.func.grad(f)
+
+        # reverse over reverse: torch.func's forward-over-reverse trips over functorch's
+        # immutable ZeroTensors for some losses (e.g. nn.MSELoss) in torch 2.13
+        def hvp(w, v):
+            return torch.func.grad(lambda x: torch.dot(self._grad(x), v))(w)
+        self._hvp = hvp
+
+        def third(w, u, v):
+            return torch.func.grad(lambda x: torch.dot(hvp(x, u), v))(w)
+        self._third = third
+
+    def flat_parameters(self):
+        import torch
+
+        with torch.no_grad():
+            return torch.cat([p.detach().reshape(-1) for _, p in self.model.named_parameters()
+                              if p.requires_grad]).to(torch.float64).cpu().numpy()
+
+    def _loss_of_flat(self, w):
+        import torch
+
+        chunks = torch.split(w, self.sizes)
+        pd = {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes)}
+        out = torch.func.functional_call(self.model, (pd, self.buffers), (self.X,))
+        return self.loss_fn(out, self.Y)
+
+    def _t(self, a):
+        import torch
+
+        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    @staticmethod
+    def _np(t):
+        return t.detach().to("cpu").double().numpy()
+
+    def value(self, w):
+        import torch
+
+        with torch.no_grad():
+            return float(self._loss_of_flat(self._t(w)))
+
+    def grad(self, w):
+        return self._np(self._grad(self._t(w)))
+
+    def hvp(self, w, v):
+        self.hvps += 1
+        return self._np(self._hvp(self._t(w), self._t(v)))
+
+    def third(self, w, u, v):
+        self.thirds += 1
+        return self._np(self._third(self._t(w), self._t(u), self._t(v)))
+
+    def eig(self, w, p, track_above, prev, m=5):
+        """Top-m eigenpairs of A = P^{-1/2} H P^{-1/2} (warm-started), returned as in the toy objective."""
+        from ..curvature import top_eigenpairs
+
+        m = min(self.max_tracked, self.dim)
+        s = 1.0 / np.sqrt(p)
+        wt = self._t(w)
+
+        def A(z):
+            self.hvps += 1
+            return s * self._np(self._hvp(wt, self._t(s * z)))
+
+        Z = self._Z
+        theta = None
+        if Z is not None and Z.shape[1] == m:
+            for _ in range(4):
+                AZ = np.column_stack([A(Z[:, j]) for j in range(Z.shape[1])])
+                T = Z.T @ AZ
+                theta, Q = np.linalg.eigh(0.5 * (T + T.T))
+                theta, Q = theta[::-1][:m], Q[:, ::-1][:, :m]
+                Zr, AZr = Z @ Q, AZ @ Q
+                R = AZr - Zr * theta[None, :]
+                res = np.linalg.norm(R, axis=0)
+                need = (theta >= min(track_above, theta[0]))       # the tracked pairs and the top one
+                if np.all(res[need] <= self.eig_tol * max(abs(theta[0]), 1e-300)):
+                    Z = Zr
+                    break
+                # enlarge the block by the (orthogonalised) residuals and redo Rayleigh–Ritz
+                Rq = R - Zr @ (Zr.T @ R)
+                Rq, _ = np.linalg.qr(Rq)
+                Z = np.linalg.qr(np.column_stack([Zr, Rq]))[0]
+            else:
+                theta = None
+            if theta is not None and Z.shape[1] != m:
+                Z = Z[:, :m]
+        if theta is None:
+            res = top_eigenpairs(A, self.dim, k=m, method="lanczos", tol=self.eig_tol, seed=self.seed)
+            theta, Z = np.asarray(res.eigenvalues), np.asarray(res.eigenvectors)
+        self._Z = Z
+        keep = theta >= track_above
+        U = Z[:, keep] * s[:, None]
+        sharp = float(theta[0] * p[0]) if np.ptp(p) == 0 else float("nan")
+        return theta, theta[keep], U, sharp
+
+
+def _prepare(kind, model, loss_fn, data, rule, steps, substeps, track_above, max_tracked, eig_tol, seed):
+    fr, steps, substeps, track_above = _check_common(rule, steps, substeps, track_above, max_tracked)
+    obj = ModelObjective(model, loss_fn, data, eig_tol=eig_tol, seed=seed)
+    obj.max_tracked = max_tracked
+    w = obj.flat_parameters()
+    return fr, steps, substeps, track_above, obj, w
+
+
+def central_flow(model, loss_fn, data, rule, steps, *, substeps=4, track_above=1.5, nu0=None, max_tracked=5,
+                 eig_tol=1e-4, seed=0) -> Trajectory:
+    """The central flow (:func:`eosdyn.flows.central_flow`) of ``rule`` on a torch model, full batch.
+
+    Starts from the model's current parameters (the model is not modified). ``data`` is
+    the pair (inputs, targets). Records as in :func:`eosdyn.flows.central_flow`, with
+    ``theta`` the flat parameter vector (named-parameter order) and ``hvp_count`` the
+    Hessian-vector products per step (eigenpairs; the third derivatives are counted in
+    ``third_derivative_calls``). ``sharpness`` is λ₁(H) for GD (NaN for diagonal
+    preconditioners; see ``effective_sharpness``).
+    """
+    fr, steps, substeps, track_above, obj, w = _prepare("central", model, loss_fn, data, rule, steps, substeps,
+                                                        track_above, max_tracked, eig_tol, seed)
+    s0 = np.asarray(fr.initial_state(obj.grad(w), None if nu0 is None else np.asarray(nu0, float)), float)
+    lam_all, *_ = obj.eig(w, fr.p(s0, obj.dim), np.inf, None)
+    if lam_all[0] > 2.0 + 1e-6:
+        raise _past_edge_error(lam_all[0])
+    return integrate("central", obj, fr, w, steps, substeps, track_above, nu0, max_tracked,
+                     {"model": type(model).__name__, "dim": obj.dim, "dtype": str(obj.dtype)})
+
+
+def stable_flow(model, loss_fn, data, rule, steps, *, substeps=4, nu0=None, max_tracked=5, eig_tol=1e-4,
+                seed=0) -> Trajectory:
+    """The stable flow of ``rule`` on a torch model (gradient flow for GD); see :func:`central_flow`."""
+    fr, steps, substeps, _, obj, w = _prepare("stable", model, loss_fn, data, rule, steps, substeps, 1.5,
+                                              max_tracked, eig_tol, seed)
+    obj.max_tracked = 1          # the stable flow needs only λ₁ (its stiffness sets the substeps)
+    return integrate("stable", obj, fr, w, steps, substeps, 1.5, nu0, max_tracked,
+                     {"model": type(model).__name__, "dim": obj.dim, "dtype": str(obj.dtype)})
+
+
+def gradient_flow(model, loss_fn, data, lr, steps, *, substeps=4, max_tracked=5, eig_tol=1e-4,
+                  seed=0) -> Trajectory:
+    """Gradient flow ẇ = −η∇L (t in steps) on a torch model: :func:`stable_flow` of GD(lr)."""
+    from ..rules import GD
+
+    return stable_flow(model, loss_fn, data, GD(lr), steps, substeps=substeps, max_tracked=max_tracked,
+                       eig_tol=eig_tol, seed=seed)
+
+
+def gd_trajectory(model, loss_fn, data, lr, steps, *, sharpness_every=0) -> Trajectory:
+    """Full-batch GD w ← w − η∇L(w) from the model's parameters, recording the flat w and
+    L(w) at every step (the model is not modified): the discrete process that
+    :func:`eosdyn.flows.compare` sets against the flows. With ``sharpness_every`` = k > 0,
+    λ₁(H) is recorded every k steps (Lanczos)."""
+    from ..curvature import top_eigenpairs
+
+    lr = positive("lr", lr)
+    steps = step_count("steps", steps)
+    obj = ModelObjective(model, loss_fn, data)
+    w = obj.flat_parameters()
+    R = steps + 1
+    theta = np.full((R, obj.dim), np.nan)
+    loss = np.full(R, np.nan)
+    sharp = np.full(R, np.nan)
+    status, at = "ok", -1
+    for t in range(R):
+        theta[t] = w
+        loss[t] = obj.value(w)
+        if not np.isfinite(loss[t]):
+            status, at = "diverged", t
+            break
+        if sharpness_every and t % sharpness_every == 0:
+            res = top_eigenpairs(lambda v, w=w: obj.hvp(w, v), obj.dim, k=1, method="lanczos", tol=1e-8)
+            sharp[t] = res.eigenvalue
+        if t < steps:
+            w = w - lr * obj.grad(w)
+    return Trajectory(step=np.arange(R), loss=loss, theta=theta, sharpness=sharp, diverged=at >= 0,
+                      diverged_at=at, params={"rule": "gd", "lr": lr}, final_theta=theta[max(at - 1, 0) if at >= 0
+                                                                                          else steps].copy(),
+                      status=status)
