@@ -24,8 +24,8 @@ Everything runs on the model's own device and dtype; nothing is hard-wired to CU
 """
 from .checkpoint import Checkpointer
 from .curvature import SharpnessResult, batch_sharpness, preconditioned_sharpness, sharpness
-from .flows import central_flow, gd_trajectory, gradient_flow, stable_flow
 from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
+from .flows import central_flow, gd_trajectory, gradient_flow, stable_flow
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
 from .optim import DCAO, EoSAda, NonFiniteLossError
