@@ -104,6 +104,58 @@ def _edge_of(rule, lr_used):
     return f"{c:.6g}/η{on}", c / lr_used
 
 
+def cmd_flow(args) -> int:
+    import eosdyn
+    from eosdyn import flows
+
+    ls = _loss_spec(args.loss)
+    rule = _rule(args.rule)
+    loss = ls.loss
+    theta0 = _floats(args.theta0, "--theta0") if args.theta0 else ls.theta0
+    if theta0.shape[0] == 1 and loss.dim > 1 and args.theta0:
+        theta0 = np.full(loss.dim, theta0[0])
+    if theta0.shape[0] != loss.dim:
+        raise UsageError(f"--theta0 must have {loss.dim} numbers (the loss's dimension), got {theta0.shape[0]}")
+    if args.steps < 1:
+        raise UsageError("--steps must be >= 1")
+    if args.substeps < 1:
+        raise UsageError("--substeps must be >= 1")
+    t0 = time.perf_counter()
+    try:
+        cf = flows.central_flow(loss, rule, theta0, args.steps, substeps=args.substeps, project=args.project)
+        sf = flows.stable_flow(loss, rule, theta0, args.steps, substeps=args.substeps)
+        run = eosdyn.simulate(loss, rule, theta0, args.steps, record_theta=True)
+    except (ValueError, TypeError) as exc:
+        raise RunFailed(f"flow failed: {exc}") from None
+    wall = time.perf_counter() - t0
+    unstable = np.flatnonzero(cf.extra["n_unstable"] > 0)
+    onset = int(unstable[0]) if unstable.size else None
+    window = (onset if onset is not None else 0, args.steps - 1)
+    cmp = flows.compare(run, cf, sf, names=["central", "stable"], sigma=args.sigma, window=window)
+    print(f"loss      {args.loss}   (dim {loss.dim})")
+    print(f"rule      {rule!r}   ({args.steps} steps, {args.substeps} substeps; {wall:.2f} s)")
+    print(f"status    central flow: {cf.status}; stable flow: {sf.status}; run: {run.status}")
+    if onset is None:
+        print("onset     the central flow never reached the edge (it equals the stable flow)")
+    else:
+        e = cf.extra["effective_sharpness"][onset:, 0]
+        print(f"onset     step {onset}; after it the flow's top effective sharpness stays in "
+              f"[{np.nanmin(e):.4f}, {np.nanmax(e):.4f}] (edge 2), up to {int(cf.extra['n_unstable'].max())} "
+              f"unstable directions, max SDCP residual {np.nanmax(cf.extra['sdcp_residual']):.1e}")
+    for name in ("central", "stable"):
+        sm = cmp.summary[name]
+        print(f"{name:8s}  predicted loss vs smoothed run loss (steps {window[0]}–{window[1]}): mean rel. error "
+              f"{sm['loss_rel_error_mean']:.3g}, max {sm['loss_rel_error_max']:.3g}; "
+              f"distance to the run's midpoint at the end {sm['distance_final']:.4g}")
+    if args.out:
+        try:
+            cf.save(args.out)
+        except Exception as exc:  # noqa: BLE001 - report any writer failure as a failed run
+            raise RunFailed(f"could not write {args.out}: {exc}") from None
+        print(f"wrote     {args.out}")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     import eosdyn
 
@@ -407,6 +459,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-divergence", action="store_true", help="exit 0 even if the run diverged")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
+
+    fl = sub.add_parser("flow", formatter_class=fmt,
+                        help="central flow vs the discrete run and its stable flow: onset and prediction errors",
+                        description="Integrate the central flow (Cohen et al., ICLR 2025) and the stable flow "
+                                    "(gradient flow for GD) of a rule on a toy loss, run the rule itself, and "
+                                    "print the onset of the edge and how well each flow predicts the run: the "
+                                    "distance to the run's midpoint (w₋+2w+w₊)/4 and the error of the "
+                                    "predicted loss against the Gaussian-smoothed loss. Covered rules: GD and "
+                                    "RMSProp (adam with beta1=0).",
+                        epilog="example: eosdyn flow --loss \"sympy:expr='y*x**2/2 - y/2',vars=x y\" "
+                               "--rule gd:lr=0.01 --theta0 0.5 199 --steps 300\n\n" + _spec_help())
+    fl.add_argument("--loss", required=True, metavar="SPEC", help="loss spec (needs exact third derivatives)")
+    fl.add_argument("--rule", required=True, metavar="SPEC", help="rule spec: gd:lr=…, or adam:lr=…,betas=0;0.99")
+    fl.add_argument("--steps", required=True, type=int, metavar="N", help="number of steps")
+    fl.add_argument("--theta0", nargs="+", metavar="X", help="start θ₀ (d numbers, or one for all)")
+    fl.add_argument("--substeps", type=int, default=4, metavar="K", help="Euler substeps per step (default 4)")
+    fl.add_argument("--sigma", type=float, default=5.0, help="Gaussian smoothing of the run's loss, in steps")
+    fl.add_argument("--project", action="store_true", help="start past the edge from θ₀'s projection (GD)")
+    fl.add_argument("--out", metavar="flow.nc", help="write the central flow's record as NetCDF")
+    fl.set_defaults(func=cmd_flow)
 
     c = sub.add_parser("check", formatter_class=fmt, help="check a stability condition numerically",
                        description="Checks of the theory against numerics.")

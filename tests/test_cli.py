@@ -171,7 +171,8 @@ def test_registries_match_constructors():
 
 # ----------------------------------------------------------------------------- command line
 @pytest.mark.parametrize("args", [["--help"], ["figure", "--help"], ["simulate", "--help"], ["check", "--help"],
-                                  ["check", "threshold", "--help"], ["bench", "--help"], ["sweep", "--help"]])
+                                  ["check", "threshold", "--help"], ["bench", "--help"], ["sweep", "--help"],
+                                  ["flow", "--help"]])
 def test_help_everywhere(args):
     p = run(*args)
     assert p.returncode == 0, p.stderr

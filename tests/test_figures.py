@@ -199,6 +199,15 @@ def test_fig8_stationary_variance(outdir):
     assert ratio[-1] > 5 * ratio[0]  # the map's variance blows up towards the edge, the SDE's does not
 
 
+def test_fig10_self_stabilization(outdir):
+    d = figure("self-stabilization", outdir)
+    assert d["whole_cycles"] >= 10
+    assert abs(d["mean_x_sq"] / (2 * d["g"]) - 1) < 0.02          # δ² = 2α/β = 2g
+    assert abs(d["mean_sharpness"] * d["lr"] / 2 - 1) < 0.01        # S averages 2/η
+    assert d["max_prediction_error"] < 1e-8                         # the reduced system is GD on this toy
+    assert d["central_flow_sigma_sq"] == pytest.approx(2 * d["g"], rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- plot helpers
 def test_plot_helpers(tmp_path):
     fig, ax = new_figure(1, 2, size=(4.0, 2.0))
@@ -221,7 +230,7 @@ def test_plot_helpers(tmp_path):
 
 
 def test_registry():
-    assert [f.number for f in FIGURES] == list(range(1, 9))
+    assert [f.number for f in FIGURES] == [*range(1, 9), 10]
     assert find_figure("7").name == "phase-plane" == find_figure("fig7_phase_plane").name
     with pytest.raises(ValueError, match="valid names"):
         find_figure("nope")

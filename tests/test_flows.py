@@ -335,3 +335,29 @@ def test_central_flow_tracks_gd_on_the_reference_mlp():
     e = cf.extra["effective_sharpness"][:, 0]
     on = int(np.argmax(cf.extra["n_unstable"] > 0))
     assert np.all((e[on:] >= 1.98) & (e[on:] <= 2.02))
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_flow_prints_the_onset_and_the_errors(tmp_path, capsys):
+    from eosdyn.cli import main
+
+    out = tmp_path / "cf.nc"
+    rc = main(["flow", "--loss", "sympy:expr='y*x**2/2 - y/2',vars=x y", "--rule", "gd:lr=0.01",
+               "--theta0", "0.5", "199", "--steps", "260", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "onset     step 200;" in text and "[2.0000, 2.0000]" in text
+    assert "central   predicted loss" in text and "stable    predicted loss" in text
+    import xarray as xr
+
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["step"] == 261
+        np.testing.assert_allclose(ds["sigma_sq"].values[-1, 0], 1.0, rtol=1e-9)   # σ² = 2g
+
+
+def test_cli_flow_refuses_an_uncovered_rule(capsys):
+    from eosdyn.cli import main
+
+    rc = main(["flow", "--loss", "quadratic:eigs=10,1", "--rule", "hb:lr=0.1", "--steps", "10"])
+    assert rc == 1
+    assert "do not cover HeavyBall" in capsys.readouterr().err

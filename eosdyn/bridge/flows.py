@@ -130,26 +130,30 @@ class ModelObjective:
         Z = self._Z
         theta = None
         if Z is not None and Z.shape[1] == m:
-            for _ in range(4):
-                AZ = np.column_stack([A(Z[:, j]) for j in range(Z.shape[1])])
-                T = Z.T @ AZ
-                theta, Q = np.linalg.eigh(0.5 * (T + T.T))
-                theta, Q = theta[::-1][:m], Q[:, ::-1][:, :m]
-                Zr, AZr = Z @ Q, AZ @ Q
-                R = AZr - Zr * theta[None, :]
+            # block Rayleigh–Ritz from the last vectors: products are cached, so an accurate
+            # block costs m HVPs and each refinement one HVP per unconverged wanted pair
+            V = Z
+            AV = np.column_stack([A(V[:, j]) for j in range(m)])
+            for _ in range(8):
+                T = V.T @ AV
+                lam, Q = np.linalg.eigh(0.5 * (T + T.T))
+                lam, Q = lam[::-1][:m], Q[:, ::-1][:, :m]
+                Zr, AZr = V @ Q, AV @ Q
+                R = AZr - Zr * lam[None, :]
                 res = np.linalg.norm(R, axis=0)
-                need = (theta >= min(track_above, theta[0]))       # the tracked pairs and the top one
-                if np.all(res[need] <= self.eig_tol * max(abs(theta[0]), 1e-300)):
-                    Z = Zr
+                need = lam >= min(track_above, lam[0])            # the tracked pairs and the top one
+                bad = need & (res > self.eig_tol * max(abs(lam[0]), 1e-300))
+                if not bad.any():
+                    theta, Z = lam, Zr
                     break
-                # enlarge the block by the (orthogonalised) residuals and redo Rayleigh–Ritz
-                Rq = R - Zr @ (Zr.T @ R)
-                Rq, _ = np.linalg.qr(Rq)
-                Z = np.linalg.qr(np.column_stack([Zr, Rq]))[0]
-            else:
-                theta = None
-            if theta is not None and Z.shape[1] != m:
-                Z = Z[:, :m]
+                Rn = R[:, bad]
+                Rn = Rn - Zr @ (Zr.T @ Rn)
+                Rn, rr = np.linalg.qr(Rn)
+                Rn = Rn[:, np.abs(np.diag(rr)) > 1e-12 * max(abs(lam[0]), 1e-300)]
+                if Rn.shape[1] == 0:
+                    break
+                V = np.column_stack([Zr, Rn])
+                AV = np.column_stack([AZr] + [A(Rn[:, j])[:, None] for j in range(Rn.shape[1])])
         if theta is None:
             res = top_eigenpairs(A, self.dim, k=m, method="lanczos", tol=self.eig_tol, seed=self.seed)
             theta, Z = np.asarray(res.eigenvalues), np.asarray(res.eigenvectors)
