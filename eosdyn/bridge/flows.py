@@ -115,8 +115,14 @@ class ModelObjective:
         self.thirds += 1
         return self._np(self._third(self._t(w), self._t(u), self._t(v)))
 
-    def eig(self, w, p, track_above, prev, m=5):
-        """Top-m eigenpairs of A = P^{-1/2} H P^{-1/2} (warm-started), returned as in the toy objective."""
+    def eig(self, w, p, track_above, refresh=True):
+        """Top-m eigenpairs of A = P^{-1/2} H P^{-1/2} (warm-started), returned as in the toy objective.
+
+        With ``refresh`` False (the later substeps of a step) and a previous call to build
+        on, only the tracked vectors are updated, by Rayleigh–Ritz in their own span (one
+        HVP each): the step's first substep did the full, checked solve, and within a step
+        w moves by O(η‖∇L‖), so the tracked span is accurate to first order.
+        """
         from ..curvature import top_eigenpairs
 
         m = min(self.max_tracked, self.dim)
@@ -129,6 +135,27 @@ class ModelObjective:
 
         Z = self._Z
         theta = None
+        last = getattr(self, "_theta", None)
+        if not refresh and Z is not None and last is not None and Z.shape[1] == m:
+            keep = last >= track_above
+            k = int(np.count_nonzero(keep))
+            if k:
+                Zk = Z[:, keep]
+                AZk = np.column_stack([A(Zk[:, j]) for j in range(k)])
+                T = Zk.T @ AZk
+                lam, Q = np.linalg.eigh(0.5 * (T + T.T))
+                lam, Q = lam[::-1], Q[:, ::-1]
+                Z = Z.copy()
+                Z[:, keep] = Zk @ Q
+                theta = last.copy()
+                theta[keep] = lam
+                order = np.argsort(-theta, kind="stable")
+                theta, Z = theta[order], Z[:, order]
+                self._Z, self._theta = Z, theta
+                keep = theta >= track_above
+                U = Z[:, keep] * s[:, None]
+                sharp = float(theta[0] * p[0]) if np.ptp(p) == 0 else float("nan")
+                return theta, theta[keep], U, sharp
         if Z is not None and Z.shape[1] == m:
             # block Rayleigh–Ritz from the last vectors: products are cached, so an accurate
             # block costs m HVPs and each refinement one HVP per unconverged wanted pair
@@ -157,7 +184,7 @@ class ModelObjective:
         if theta is None:
             res = top_eigenpairs(A, self.dim, k=m, method="lanczos", tol=self.eig_tol, seed=self.seed)
             theta, Z = np.asarray(res.eigenvalues), np.asarray(res.eigenvectors)
-        self._Z = Z
+        self._Z, self._theta = Z, theta
         keep = theta >= track_above
         U = Z[:, keep] * s[:, None]
         sharp = float(theta[0] * p[0]) if np.ptp(p) == 0 else float("nan")

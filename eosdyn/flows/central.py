@@ -187,7 +187,7 @@ class _ToyObjective:
         self.thirds += 1
         return self.loss._third_derivative(w, u, v)
 
-    def eig(self, w, p, track_above, prev):
+    def eig(self, w, p, track_above, refresh=True):
         """Generalized eigenpairs H u = λ P u, λ ≥ track_above (descending), U P-orthonormal,
         plus the Euclidean sharpness λ₁(H)."""
         H = np.asarray(self.loss.hess_fn(w, self.loss.params), dtype=np.float64)
@@ -220,14 +220,14 @@ class _Substep:
     residual: float
 
 
-def _substep(obj, fr, w, s, dt, central, track_above):
+def _substep(obj, fr, w, s, dt, central, track_above, refresh=True):
     d = obj.dim
     L = obj.value(w)
     g = obj.grad(w)
     if not (math.isfinite(L) and np.all(np.isfinite(g))):
         raise FloatingPointError("non-finite loss or gradient")
     p = fr.p(s, d)
-    lam_all, lam, U, sharp = obj.eig(w, p, track_above if central else np.inf, None)
+    lam_all, lam, U, sharp = obj.eig(w, p, track_above if central else np.inf, refresh)
     k = lam.shape[0]
     HU = (p[:, None] * U) * lam[None, :]                          # H u_a = λ_a P u_a
     dw_stable = -g / p
@@ -295,7 +295,7 @@ def _run(kind, loss, rule, theta0, steps, substeps, track_above, nu0, max_tracke
     obj = _ToyObjective(loss)
     if central:
         s0 = np.asarray(fr.initial_state(obj.grad(w), None if nu0 is None else np.asarray(nu0, float)), float)
-        lam_all, *_ = obj.eig(w, fr.p(s0, loss.dim), np.inf, None)
+        lam_all, *_ = obj.eig(w, fr.p(s0, loss.dim), np.inf, True)
         if lam_all[0] > 2.0 + 1e-9:
             if not project:
                 raise _past_edge_error(lam_all[0])
@@ -363,8 +363,8 @@ def integrate(kind, obj, fr, w, steps, substeps, track_above, nu0, max_tracked, 
             if n_sub != substeps:
                 sub = _substep(obj, fr, w, s, dt, central, track_above)
             for j in range(n_sub):
-                if j:
-                    sub = _substep(obj, fr, w, s, dt, central, track_above)
+                if j:   # later substeps may refine the step's eigenvectors instead of recomputing them
+                    sub = _substep(obj, fr, w, s, dt, central, track_above, refresh=False)
                 w = w + dt * sub.dw
                 if s.size:
                     s = s + dt * sub.ds
