@@ -140,7 +140,7 @@ def test_bad_loss_specs(spec, must_contain):
 
 
 @pytest.mark.parametrize("spec, must_contain", [
-    ("sgd:lr=0.1", ["unknown rule", "gd", "heavyball", "nesterov", "ngd", "adam", "eosada", "dcao"]),
+    ("sgdx:lr=0.1", ["unknown rule", "gd", "heavyball", "nesterov", "ngd", "adam", "eosada", "dcao"]),
     ("gd", ["needs parameter 'lr'"]),
     ("gd:lrr=0.1", ["unknown parameter 'lrr'", "lr (required"]),
     ("gd:lr=-1", ["lr must be", "(0, inf)"]),
@@ -216,7 +216,7 @@ def test_simulate_divergence_exits_1_with_reason():
 @pytest.mark.parametrize("args, expect", [
     (["--loss", "quadratc:eigs=10,1", "--rule", "gd:lr=0.1"], ["unknown loss", "quadratic", "scalarnet"]),
     (["--loss", "quadratic:eigs=10,1", "--rule", "gd:rate=0.1"], ["unknown parameter 'rate'", "lr"]),
-    (["--loss", "quadratic:eigs=10,1", "--rule", "sgd:lr=0.1"], ["unknown rule", "heavyball", "eosada", "dcao"]),
+    (["--loss", "quadratic:eigs=10,1", "--rule", "sgdx:lr=0.1"], ["unknown rule", "heavyball", "eosada", "dcao"]),
     (["--loss", "quadratic:eigs=10,1", "--rule", "gd:lr=0.1", "--theta0", "1", "2", "3"], ["--theta0 must have 2"]),
 ])
 def test_simulate_bad_input_exits_2(args, expect):
@@ -264,7 +264,7 @@ def test_figure_list_and_unknown():
     p = run("figure", "--list")
     assert p.returncode == 0
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
-    assert len(lines) == len(FIGURES) == 8
+    assert len(lines) == len(FIGURES) == 9
     for f in FIGURES:
         assert f.name in p.stdout
     p = run("figure", "no-such-figure")

@@ -10,12 +10,15 @@ through :func:`eosdyn.engine.run.run_map`.
 
 1. *observe* — g = ∇L(θ_s); the divergence check (:func:`is_bad`); the rule's curvature probe
    when it is due (s a multiple of ``curvature_every``; :func:`eosdyn.curvature.kernels.probe`);
+   for a minibatch rule (:class:`eosdyn.rules.SGD`, slot ``batch_fn``), the minibatch B_s of the
+   state (:func:`eosdyn.engine.minibatch.draw_minibatch`), its gradient g_B and loss L_B(θ_s);
 2. :func:`record` — when s is a record step: L(θ_s) (checked), ‖g‖, θ_s, λ₁, λ₂, the
-   preconditioned sharpness λ_max(P⁻¹H) and the ensemble moments;
+   preconditioned sharpness λ_max(P⁻¹H) and the ensemble moments; the batch loss L_B(θ_s);
 3. *advance* — the additive noise ξ is drawn and B(θ_s)ξ formed (if any), the rule steps
-   θ_s → θ_{s+1} in place (step number t = t0 + s + 1) and √η_t·B(θ_s)ξ is added
+   θ_s → θ_{s+1} in place (step number t = t0 + s + 1) on g — or on g_B for a minibatch rule:
+   SGD is the GD / heavy-ball step fed the minibatch gradient — and √η_t·B(θ_s)ξ is added
    (:mod:`eosdyn.engine.noise` states the convention); η_t, the step size in force, is
-   recorded as ``lr`` at a record step.
+   recorded as ``lr`` at a record step. The divergence check and ‖g‖ stay on the full gradient.
 
 The three are written out in one loop (:func:`state_loop`): a call per state cost a third
 of a cheap step in numba (measured on a depth-3 scalar net).
@@ -34,8 +37,8 @@ is computed, whatever the thread count.
 **Random numbers.** Trajectory i owns the xoshiro256** stream (seed, index0 + i)
 (:mod:`eosdyn._rng`), seeded by the driver before the first call and carried in ``rngs``.
 Per state, draws happen in this order: the curvature probe (a random Lanczos start,
-Hutchinson's directions), the additive noise (one
-``rng_fill_normal`` of length m), the rule's own step (EoS-Ada's noise). So results do not
+Hutchinson's directions), the minibatch (B indices, :mod:`eosdyn.engine.minibatch`), the
+additive noise (one ``rng_fill_normal`` of length m), the rule's own step (EoS-Ada's noise). So results do not
 depend on the thread count, and noisy GD draws exactly what the SDE's Euler–Maruyama step
 draws.
 
@@ -66,6 +69,7 @@ from numba import njit, prange
 
 from .._rng import rng_fill_normal
 from ..curvature.kernels import probe, record_curvature
+from .minibatch import draw_minibatch
 from .noise import ISO, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
 
 # --- per-trajectory status --------------------------------------------------------------
@@ -79,8 +83,8 @@ STATUS_NAMES = {ALIVE: "ok", DIVERGED: "diverged", FAILED: "exception", NOT_PSD:
 
 # --- icfg layout (int64) -----------------------------------------------------------------
 (I_STEPS, I_S0, I_S1, I_T0, I_REC0, I_RECK, I_CMETHOD, I_CK, I_CEVERY, I_CM, I_CNSAMP, I_PRECOND,
- I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0) = range(18)
-N_ICFG = 18
+ I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0, I_BATCH, I_BREPLACE, I_NEXAMPLES) = range(21)
+N_ICFG = 21
 # --- fcfg layout (float64) ---------------------------------------------------------------
 F_BLOWUP, F_NSCAL = range(2)
 N_FCFG = 2
@@ -198,10 +202,10 @@ def accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt):
 # -------------------------------------------------------------------- one trajectory
 @njit
 def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn, hvp_fn,
-               step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hyper, theta, state, rng, warm,
-               curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg, blowup, nscal, nz_mat,
-               nz_vec, mb_params, mbX, mby, status, fail_at, fail_val, o_theta, o_loss, o_gn, o_sharp, o_l2, lr_out,
-               o_psharp, mom_sum, mom_sq, mom_cnt):
+               step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hyper, theta, state, rng,
+               warm, curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg, bcfg, blowup,
+               nscal, nz_mat, nz_vec, mb_params, mbX, mby, status, fail_at, fail_val, o_theta, o_loss, o_gn, o_sharp,
+               o_l2, lr_out, o_psharp, o_bloss, mom_sum, mom_sq, mom_cnt):
     """The states s0 ≤ s < s1 of one trajectory (the hot loop of :func:`run_trajectory`); returns
     the state it stopped at."""
     d = theta.shape[0]
@@ -214,6 +218,13 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
     Bst = np.empty((d, m) if sel_state is not None else (0, 0))
     cmethod, ck, cevery, cm, cnsamp = pcfg
     nkind, mb_eigh, psd_raise, _ = ncfg
+    # the minibatch (a rule that steps on g_B): its indices, the draw's scratch, g_B and L_B
+    nbatch, breplace, nex = bcfg
+    idx = np.empty(nbatch if batch_fn is not None else 0, np.int64)
+    swaps = np.empty(nbatch if batch_fn is not None else 0, np.int64)
+    perm = np.arange(nex if (batch_fn is not None and not breplace) else 0)
+    gb = np.empty(d if batch_fn is not None else 0)
+    lb = 0.0
     at = s0  # the state being processed (or, during a step, the one it makes)
     for s in range(s0, s1):
         at = s
@@ -228,6 +239,9 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
         if sel_probe is not None:
             if ck > 0 and (s % cevery) == 0:
                 probe(hess_fn, hvp_fn, theta, params, cmethod, ck, cm, cnsamp, rng, warm, curv)
+        if batch_fn is not None:
+            draw_minibatch(rng, nex, breplace, perm, swaps, idx)
+            lb = batch_fn(theta, params, idx, gb)
         t = t0 + s + 1
         r = record_index(s, rec0, reck)
         if r >= 0:
@@ -236,13 +250,19 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
                           o_l2, o_psharp, mom_sum, mom_sq, mom_cnt):
                 status[i] = DIVERGED
                 break
+            if batch_fn is not None:
+                if o_bloss.shape[0] > 0:
+                    o_bloss[r] = lb
         if s == steps:
             if r >= 0 and lr_out.shape[0] > 0:
                 # the step size in force at the final state, on a throw-away copy
                 th2 = theta.copy()
                 st2 = state.copy()
                 rng2 = rng.copy()
-                lr_out[r] = step_fn(th2, st2, g, curv, hyper, t, rng2, work)
+                if batch_fn is not None:
+                    lr_out[r] = step_fn(th2, st2, gb, curv, hyper, t, rng2, work)
+                else:
+                    lr_out[r] = step_fn(th2, st2, g, curv, hyper, t, rng2, work)
             break
         at = s + 1
         if sel_locate is not None:
@@ -266,7 +286,10 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
                         status[i] = BAD_NOISE
                         break
                 apply_noise(nkind, theta, xi, nz, nscal, nz_mat, nz_vec, Bst)
-        lr = step_fn(theta, state, g, curv, hyper, t, rng, work)
+        if batch_fn is not None:
+            lr = step_fn(theta, state, gb, curv, hyper, t, rng, work)
+        else:
+            lr = step_fn(theta, state, g, curv, hyper, t, rng, work)
         if sel_noise is not None:
             c = np.sqrt(lr)
             if nkind == ISO:
@@ -286,13 +309,13 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
 
 @njit
 def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
-                   hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hypers, icfg, fcfg,
-                   ndata, carry, flags, outs, moms):
+                   hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg,
+                   fcfg, ndata, carry, flags, outs, moms):
     """Process states s0 ≤ s < s1 of trajectory i in place (see the module docstring).
 
     ``ndata`` = (nz_mat, nz_vec, mb_params, mbX, mby) (the noise's data), ``carry`` = (thetas,
     states, rngs, warms, curvs), ``flags`` = (status, fail_at, fail_val, stops), ``outs`` = the
-    seven record arrays, ``moms`` = the moment sums: tuples keep the argument count of
+    eight record arrays (the last: the batch loss), ``moms`` = the moment sums: tuples keep the argument count of
     :func:`run_trajectory_safe`'s call under the 30 that CPython 3.11 passes without a list
     (which numba cannot type inside ``try``). An exception propagates to that wrapper. With
     ``sel_locate`` (None or 1) the state being processed is kept in ``fail_at[i]`` as it goes —
@@ -303,7 +326,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     nz_mat, nz_vec, mb_params, mbX, mby = ndata
     thetas, states, rngs, warms, curvs = carry
     status, fail_at, fail_val, stops = flags
-    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp = outs
+    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss = outs
     mom_sum, mom_sq, mom_cnt = moms
     theta = thetas[i]
     state = states[i]
@@ -317,24 +340,25 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     pcfg = probe_config(icfg)
     preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
     ncfg = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0, icfg[I_NM])
+    bcfg = (icfg[I_BATCH], icfg[I_BREPLACE] != 0, icfg[I_NEXAMPLES])
     blowup = fcfg[F_BLOWUP]
     nscal = fcfg[F_NSCAL]
     lr_out = out_lr[i]
     if stops.shape[0] > 0:  # a replay that stops each trajectory at its own state
         s1 = min(s1, stops[i])
     at = state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
-                    hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hyper, theta, state,
-                    rng, warm, curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg, blowup,
-                    nscal, nz_mat, nz_vec, mb_params, mbX, mby, status, fail_at, fail_val, out_theta[i],
-                    out_loss[i], out_gn[i], out_sharp[i], out_l2[i], lr_out, out_psharp[i], mom_sum, mom_sq,
-                    mom_cnt)
+                    hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hyper, theta,
+                    state, rng, warm, curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg,
+                    bcfg, blowup, nscal, nz_mat, nz_vec, mb_params, mbX, mby, status, fail_at, fail_val,
+                    out_theta[i], out_loss[i], out_gn[i], out_sharp[i], out_l2[i], lr_out, out_psharp[i],
+                    out_bloss[i], mom_sum, mom_sq, mom_cnt)
     fail_at[i] = -1 if status[i] == ALIVE else at
 
 
 @njit
 def run_trajectory_safe(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn,
-                        hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hypers,
-                        icfg, fcfg, ndata, carry, flags, outs, moms):
+                        hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params,
+                        hypers, icfg, fcfg, ndata, carry, flags, outs, moms):
     """:func:`run_trajectory` with any exception caught: no exception escapes a kernel, so every
     other trajectory is computed. A trajectory that raised is flagged :data:`FAILED` — at the
     state ``fail_at[i]`` holds when ``sel_locate`` is set, else :data:`FAILED_UNLOCATED`, which
@@ -343,8 +367,8 @@ def run_trajectory_safe(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_
     failed = False
     try:  # no ``return`` inside: numba's try/except does not catch past one
         run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn,
-                       hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hypers,
-                       icfg, fcfg, ndata, carry, flags, outs, moms)
+                       hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params,
+                       hypers, icfg, fcfg, ndata, carry, flags, outs, moms)
     except Exception:  # noqa: BLE001 - numba catches any exception; the reason is the status
         failed = True
     if failed:
@@ -353,15 +377,15 @@ def run_trajectory_safe(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_
 
 @njit(parallel=True)
 def run_ensemble(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn, hvp_fn,
-                 step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, params, hypers, icfg, fcfg, ndata, carry,
-                 flags, bounds, outs, moms):
+                 step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg, fcfg, ndata,
+                 carry, flags, bounds, outs, moms):
     """prange over the blocks ``bounds`` of trajectories, one trajectory at a time within a block;
     trajectories whose status is not ALIVE are skipped. (The tuples are unpacked out here and
     packed again in the loop: a parallel loop cannot take a tuple that holds a tuple.)"""
     nz_mat, nz_vec, mb_params, mbX, mby = ndata
     thetas, states, rngs, warms, curvs = carry
     status, fail_at, fail_val, stops = flags
-    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp = outs
+    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss = outs
     mom_sum, mom_sq, mom_cnt = moms
     nb = bounds.shape[0] - 1
     for b in prange(nb):
@@ -370,9 +394,9 @@ def run_ensemble(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_f
                 continue
             run_trajectory_safe(i, b, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
                                 grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn,
-                                ucov_fn, params, hypers, icfg, fcfg, (nz_mat, nz_vec, mb_params, mbX, mby),
+                                ucov_fn, batch_fn, params, hypers, icfg, fcfg, (nz_mat, nz_vec, mb_params, mbX, mby),
                                 (thetas, states, rngs, warms, curvs), (status, fail_at, fail_val, stops),
-                                (out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp),
+                                (out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss),
                                 (mom_sum, mom_sq, mom_cnt))
 
 

@@ -23,7 +23,8 @@ from .noise import diagonal_noise, noise_matrix
 #: slot names of each kernel kind, in the generic kernel's argument order
 SLOTS = {
     "trajectory": ("sel_noise", "sel_state", "sel_probe", "sel_track", "sel_locate", "value_fn", "grad_into_fn",
-                   "hess_fn", "hvp_fn", "step_fn", "precond_fn", "pex_fn", "umat_fn", "udiag_fn", "ucov_fn"),
+                   "hess_fn", "hvp_fn", "step_fn", "precond_fn", "pex_fn", "umat_fn", "udiag_fn", "ucov_fn",
+                   "batch_fn"),
     "blocked": ("sel_track", "value_fn", "grad_block_fn", "hess_fn", "step_fn", "step_block_fn", "precond_fn"),
     "lyapunov": ("sel_probe", "grad_into_fn", "hess_fn", "hvp_fn", "step_fn", "jacobian_fn"),
 }

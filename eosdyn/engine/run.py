@@ -33,7 +33,7 @@ from . import core as C
 from .kernels import kernel_for
 from .noise import NONE as NO_NOISE
 
-RECORDS = ("theta", "loss", "grad_norm", "sharpness", "lambda2", "lr", "psharp")
+RECORDS = ("theta", "loss", "grad_norm", "sharpness", "lambda2", "lr", "psharp", "batch_loss")
 #: target wall time of one kernel call once the speed is known (seconds)
 CALL_SECONDS = 0.5
 
@@ -132,9 +132,11 @@ def record_count(steps, record_start, record_every) -> int:
     return 0 if record_start > steps else (steps - record_start) // record_every + 1
 
 
-def _blocked_unsupported(loss, rule, noise, probe_k, moments):
+def _blocked_unsupported(loss, rule, noise, probe_k, moments, draws=False):
     """Why the blocked (SIMD) kernel cannot run this request ("" if it can)."""
     why = []
+    if draws:
+        why.append(f"{type(rule).__name__} draws a minibatch at every step")
     if getattr(loss, "grad_block_fn", None) is None:
         why.append(f"{type(loss).__name__} has no grad_block_fn")
     if getattr(rule, "step_block_fn", None) is None:
@@ -262,7 +264,8 @@ class _Run:
         return tuple(a.copy() for a in (self.thetas, self.states, self.rngs, self.warms, self.curvs, self.status))
 
     def _outs(self, o):
-        return (o["theta"], o["loss"], o["grad_norm"], o["sharpness"], o["lambda2"], o["lr"], o["psharp"])
+        return (o["theta"], o["loss"], o["grad_norm"], o["sharpness"], o["lambda2"], o["lr"], o["psharp"],
+                o["batch_loss"])
 
     def traj(self, s0, s1):
         """The per-trajectory kernel over every live trajectory, states s0 ≤ s < s1."""
@@ -355,12 +358,18 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     exact_curvature : probe the exact curvature at every step (the analysis's map F)
         instead of the rule's own schedule.
     noise : a :class:`NoisePlan` or None. moments : 0 none, 1 per-coordinate, 2 covariance.
+    A rule that steps on a minibatch gradient (``rule.minibatch(loss)`` not None: SGD) has its
+    batch drawn by the core from each trajectory's stream; where the batch is the whole data
+    set (B = n without replacement) the core steps on ∇L itself and draws nothing, and the
+    ``batch_loss`` record is the ``loss`` record.
     kernel : "auto", "blocked" or "trajectory". progress : callable(states done, total).
     max_call_steps : cap on the states per kernel call (the tests cut runs with it).
     """
     thetas = np.array(theta0s, dtype=np.float64, order="C", copy=True)
     n, d = thetas.shape
     rule.check_dimension(d)
+    batch = rule.minibatch(loss)  # (B, replacement) or None; checks the loss and B against n
+    draws = batch is not None and not (batch[0] == loss.n_examples and not batch[1])
     steps = int(steps)
     if states0 is None:
         states = initial_states(rule, thetas)
@@ -375,6 +384,9 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     pre = bool(rule.preconditioned)
     rec = {name: name in want for name in RECORDS}
     rec["psharp"] = rec["psharp"] and pre
+    full_batch_loss = rec["batch_loss"] and batch is not None and not draws  # the batch is the data set
+    rec["batch_loss"] = rec["batch_loss"] and draws
+    rec["loss"] = rec["loss"] or full_batch_loss
     track = rec["sharpness"] or rec["lambda2"] or rec["psharp"]
 
     # memory, before allocating anything
@@ -392,7 +404,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
 
     out = {"theta": arr(rec["theta"], R, d), "loss": arr(rec["loss"], R), "grad_norm": arr(rec["grad_norm"], R),
            "sharpness": arr(track, R), "lambda2": arr(rec["lambda2"], R), "lr": arr(rec["lr"], R),
-           "psharp": arr(rec["psharp"], R)}
+           "psharp": arr(rec["psharp"], R), "batch_loss": arr(rec["batch_loss"], R)}
     if moments:
         mom = (np.zeros((nb, R, d)), np.zeros((nb, R, d, d if moments == 2 else 1)), np.zeros((nb, R)))
     else:
@@ -410,6 +422,8 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     icfg[C.I_PRECOND] = int(pre)
     icfg[C.I_MOMENTS] = int(moments)
     icfg[C.I_NKIND] = NO_NOISE
+    if draws:
+        icfg[C.I_BATCH], icfg[C.I_BREPLACE], icfg[C.I_NEXAMPLES] = batch[0], int(batch[1]), loss.n_examples
     fcfg = np.zeros(C.N_FCFG)
     fcfg[C.F_BLOWUP] = blowup
     ndata = (np.zeros((0, 0)), np.zeros(0), (np.zeros((0, 0)), np.zeros(0)), np.zeros((0, 0)), np.zeros(0))
@@ -425,13 +439,14 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
                  c(noise.mbX, dtype=np.float64), c(noise.mby, dtype=np.float64))
         nfns = (noise.pex_fn, noise.umat_fn, noise.udiag_fn, noise.ucov_fn)
 
-    why = _blocked_unsupported(loss, rule, noise, ck, moments)
+    why = _blocked_unsupported(loss, rule, noise, ck, moments, draws)
     if kernel == "blocked" and why:
         raise ValueError(f"kernel='blocked' cannot run this pair: {why}; use kernel='auto' or 'trajectory'")
     blocked = (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) and hypers.shape[0] == 1
     sel = (1 if noise is not None else None, 1 if (noise is not None and noise.state_dependent) else None,
            1 if ck > 0 else None, 1 if track else None)
-    fns = (loss.value_fn, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, rule.precond_fn, *nfns)
+    fns = (loss.value_fn, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, rule.precond_fn, *nfns,
+           loss.batch_fn if draws else None)
 
     def traj_kernel_for(locate):
         return kernel_for("trajectory", (*sel, locate, *fns), _what("simulator", loss, rule))
@@ -471,6 +486,8 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
         if interrupted and a.shape[1]:
             a[:, step_idx >= done] = np.nan
     records_out = {k: (v if k in want and v.shape[1] > 0 else None) for k, v in out.items()}
+    if full_batch_loss:
+        records_out["batch_loss"] = out["loss"].copy()
     return MapOutput(step=step_idx, records=records_out, thetas=thetas, states=states, status=run.status,
                      fail_at=run.fail_at, fail_value=run.fail_val, moments=mom if moments else None,
                      kernel="blocked" if blocked else "trajectory",

@@ -6,7 +6,14 @@ more numba kernel function::
     per_example_grad_fn(theta, params) -> (n, d)    row i = ∇ℓᵢ(θ)
 
 so that :class:`~eosdyn.sde.MinibatchNoise` can form the covariance of the
-minibatch gradient at θ inside the SDE kernels.
+minibatch gradient at θ inside the SDE kernels, and, optionally, a minibatch kernel::
+
+    batch_fn(theta, params, idx, out) -> L_B(θ)   writes g_B = (1/B) Σ_{k<B} ∇ℓ_{idx[k]}(θ)
+                                                  into ``out`` (d,) and returns the batch loss
+                                                  L_B = (1/B) Σ_{k<B} ℓ_{idx[k]}(θ)
+
+(idx: int64 (B,), repeats allowed), which the stepping core calls once per step of
+:class:`eosdyn.rules.SGD` on the batch it has drawn (:mod:`eosdyn.engine.minibatch`).
 
 :class:`LeastSquares` is the finite-sum loss the SDE engine ships: linear regression
 
@@ -67,6 +74,29 @@ def _ls_hvp(theta, v, params):
 
 
 @njit(cache=True)
+def ls_batch_value_grad(theta, params, idx, out):
+    """out ← g_B = (1/B) Σₖ xᵢ(xᵢᵀθ − yᵢ) over i = idx[k]; returns L_B = (1/(2B)) Σₖ (xᵢᵀθ − yᵢ)²
+    (one pass over the batch's rows: O(Bd))."""
+    X, y = params[0], params[1]
+    d = theta.shape[0]
+    B = idx.shape[0]
+    for j in range(d):
+        out[j] = 0.0
+    tot = 0.0
+    for k in range(B):
+        i = idx[k]
+        r = -y[i]
+        for j in range(d):
+            r += X[i, j] * theta[j]
+        tot += r * r
+        for j in range(d):
+            out[j] += X[i, j] * r
+    for j in range(d):
+        out[j] /= B
+    return 0.5 * tot / B
+
+
+@njit(cache=True)
 def ls_per_example_grad(theta, params):
     """Rows ∇ℓᵢ(θ) = xᵢ (xᵢᵀθ − yᵢ) of the least-squares loss, shape (n, d)."""
     X, y = params[0], params[1]
@@ -84,18 +114,32 @@ def ls_per_example_grad(theta, params):
 class FiniteSumLoss(Loss):
     """A loss L = (1/n) Σᵢ ℓᵢ with a per-example gradient kernel.
 
-    Extra attributes: ``n_examples`` (n) and ``per_example_grad_fn(theta, params) ->
-    (n, d)`` (numba), whose row mean must equal ``grad_fn``.
+    Extra attributes: ``n_examples`` (n), ``per_example_grad_fn(theta, params) ->
+    (n, d)`` (numba), whose row mean must equal ``grad_fn``, and ``batch_fn`` (numba, the
+    minibatch kernel of the module docstring, or None), which :class:`eosdyn.rules.SGD` needs
+    (with idx = 0 … n − 1 its value and gradient must equal ``value_fn`` and ``grad_fn``).
     """
 
     name = "finite_sum"
 
     def __init__(self, value_fn, grad_fn, hess_fn, hvp_fn, params, dim, min_value,
-                 per_example_grad_fn, n_examples, grad_into_fn=None):
+                 per_example_grad_fn, n_examples, grad_into_fn=None, batch_fn=None):
         super().__init__(value_fn, grad_fn, hess_fn, hvp_fn, params, dim, min_value,
                          grad_into_fn=grad_into_fn)
         self.per_example_grad_fn = per_example_grad_fn
         self.n_examples = int(n_examples)
+        self.batch_fn = batch_fn
+
+    def batch_value_grad(self, theta, indices):
+        """(L_B(θ), g_B(θ)) on the examples ``indices`` (repeats count twice), by ``batch_fn``."""
+        if self.batch_fn is None:
+            raise TypeError(f"{type(self).__name__} has no minibatch kernel (batch_fn)")
+        idx = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n_examples:
+            raise ValueError(f"indices must be a non-empty list of example indices in [0, {self.n_examples})")
+        out = np.empty(self.dim)
+        val = self.batch_fn(self._theta(theta), self.params, idx, out)
+        return float(val), out
 
     def per_example_grads(self, theta) -> np.ndarray:
         """The (n, d) matrix of per-example gradients ∇ℓᵢ(θ)."""
@@ -140,7 +184,8 @@ class LeastSquares(FiniteSumLoss):
     """Linear regression L(θ) = 1/(2n) Σᵢ (xᵢᵀθ − yᵢ)², a finite sum with ℓᵢ = ½(xᵢᵀθ − yᵢ)².
 
     ∇L = Xᵀ(Xθ − y)/n = Hθ − b (computed in the second form, with H = XᵀX/n and b = Xᵀy/n
-    precomputed), ∇²L = H, per-example gradients ∇ℓᵢ = xᵢ(xᵢᵀθ − yᵢ).
+    precomputed), ∇²L = H, per-example gradients ∇ℓᵢ = xᵢ(xᵢᵀθ − yᵢ), minibatch value and
+    gradient over the batch's rows (:func:`ls_batch_value_grad`, for :class:`eosdyn.rules.SGD`).
     ``min_value`` is the least-squares residual ‖Xθ* − y‖²/(2n) (numpy ``lstsq``).
 
     Parameters
@@ -152,6 +197,7 @@ class LeastSquares(FiniteSumLoss):
     """
 
     name = "least_squares"
+    polynomial_degree = 2
 
     def __init__(self, X, y):
         X = finite_matrix("X", X)
@@ -165,7 +211,7 @@ class LeastSquares(FiniteSumLoss):
         H = X.T @ X / n
         b = X.T @ y / n
         super().__init__(_ls_value, _ls_grad, _ls_hess, _ls_hvp, (X, y, H, b), d, min_value,
-                         ls_per_example_grad, n, grad_into_fn=_ls_grad_into)
+                         ls_per_example_grad, n, grad_into_fn=_ls_grad_into, batch_fn=ls_batch_value_grad)
         self.X = X
         self.y = y
         self.H = self.params[2]

@@ -13,6 +13,7 @@ from .base import Rule
 from .classic import GD, Adam, HeavyBall, NormalizedGD
 from .nesterov import Nesterov
 from .adaptive import DCAO, EoSAda
+from .sgd import SGD
 from .registry import rule_class, rules
 # isort: on
 
@@ -20,5 +21,5 @@ for _m in _pkgutil.iter_modules(__path__):
     if not _m.name.startswith("_"):
         _importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["Rule", "GD", "HeavyBall", "Nesterov", "NormalizedGD", "Adam", "EoSAda", "DCAO", "schedules",
+__all__ = ["Rule", "GD", "HeavyBall", "Nesterov", "NormalizedGD", "Adam", "EoSAda", "DCAO", "SGD", "schedules",
            "rule_class", "rules"]

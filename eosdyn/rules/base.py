@@ -26,6 +26,10 @@ eigenvalues it needs (``curvature_k``), how (``curvature_method``: "exact" eigh,
 "lanczos", "power", "hutchinson" or "auto" = exact for d ≤ 64, Lanczos above),
 how often (``curvature_every``) and with how many Lanczos steps.
 
+A rule may step on a *minibatch* gradient instead of ∇L (:meth:`Rule.minibatch`,
+:class:`eosdyn.rules.SGD`): the stepping core then draws the batch from the trajectory's
+stream and hands the rule's ``step_fn`` the batch gradient g_B in place of g.
+
 For analysis (:mod:`eosdyn.analysis`), every rule also exposes the deterministic
 map on its full state z = (θ, state) and its Jacobian: :meth:`Rule.map`,
 :meth:`Rule.jacobian` (closed form where one is coded, central differences of
@@ -180,6 +184,13 @@ class Rule:
     def hyperparameters(self) -> dict:
         """The rule's settings as a plain dict (recorded with every result)."""
         return {}
+
+    def minibatch(self, loss):
+        """(B, replacement) of the minibatch the stepping core draws at every step for this rule
+        on ``loss``, or None: the rule steps on the full gradient ∇L. Only :class:`~eosdyn.rules.SGD`
+        draws minibatches; it checks here that ``loss`` is a finite sum it can sample (every
+        runner calls this through :func:`eosdyn.engine.run_map`)."""
+        return None
 
     def check_dimension(self, dim: int) -> None:
         """Raise ValueError if this rule cannot run on a d-dimensional loss (every runner calls it)."""

@@ -112,6 +112,8 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
     Trajectory
         ``step``, ``theta``, ``loss``, ``grad_norm``, ``sharpness``, ``lambda2``,
         ``lr`` (the step size in force at each record), ``preconditioned_sharpness``,
+        ``batch_loss`` (minibatch rules on a finite sum — :class:`eosdyn.rules.SGD` — else None:
+        L_B(θ_s) on the batch that steps θ_s; ``loss`` is always the full loss L(θ_s)),
         ``diverged``, ``diverged_at``, ``status``; ``.to_xarray()``.
 
     Ctrl-C stops the run between kernel calls and raises
@@ -123,8 +125,10 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
     blowup = positive("blowup", blowup)
     theta = finite_vector("theta0", theta0, loss.dim)[None, :]
     pre = bool(rule.preconditioned and track_sharpness)
+    batched = rule.minibatch(loss) is not None
     records = ["loss", "grad_norm", "lr"] + (["theta"] if record_theta else []) + (
-        ["sharpness", "lambda2"] + (["psharp"] if pre else []) if track_sharpness else [])
+        ["sharpness", "lambda2"] + (["psharp"] if pre else []) if track_sharpness else []) + (
+        ["batch_loss"] if batched else [])
     out = run_map(loss, rule, theta, steps, record_every=record_every, records=records, seed=seed,
                   index0=stream_index, blowup=blowup, noise=noise_plan(noise, loss, theta[0]),
                   kernel="trajectory", progress=progress)
@@ -138,6 +142,7 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
         lambda2=rec["lambda2"][0] if track_sharpness else None,
         lr=rec["lr"][0],
         preconditioned_sharpness=rec["psharp"][0] if pre else None,
+        batch_loss=rec["batch_loss"][0] if batched else None,
         diverged=div >= 0, diverged_at=div, final_theta=out.thetas[0], status=_status_names(out),
         params=run_params(loss, rule, steps, record_every, seed, stream_index=stream_index, wall_time=out.wall,
                           generated_kernel=out.generated,
@@ -155,10 +160,11 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
     number of threads. Records every ``record_every`` steps (default ``steps // 100``, at
     least 1, as in :func:`eosdyn.sde.simulate`): ``loss``, ``lr`` and (if
     ``track_sharpness``, by default for d ≤ 64) ``sharpness`` as (n, R) arrays; full paths
-    θ (n, R, d) only with ``record_theta=True``. A trajectory that overflows, produces NaN or raises
-    is flagged in ``diverged``/``diverged_at``/``status`` and stopped; its records from
-    then on are NaN and :meth:`EnsembleResult.mean` ignores them; every other trajectory
-    is computed. ``noise`` and ``progress`` are as in :func:`simulate`.
+    θ (n, R, d) only with ``record_theta=True``; for :class:`eosdyn.rules.SGD` on a finite sum also
+    ``batch_loss`` (n, R), the loss of the batch that steps each recorded state. A trajectory
+    that overflows, produces NaN or raises is flagged in ``diverged``/``diverged_at``/``status``
+    and stopped; its records from then on are NaN and :meth:`EnsembleResult.mean` ignores them;
+    every other trajectory is computed. ``noise`` and ``progress`` are as in :func:`simulate`.
 
     ``kernel`` picks the compiled loop; the results are bit-identical either way:
 
@@ -181,7 +187,9 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
     thetas = finite_matrix("theta0s", theta0s, loss.dim)
     if thetas.shape[0] == 0:
         raise ValueError("theta0s must hold at least one start: shape (n, d) with n >= 1, got (0, d)")
-    records = ["loss", "lr"] + (["theta"] if record_theta else []) + (["sharpness"] if track_sharpness else [])
+    batched = rule.minibatch(loss) is not None
+    records = ["loss", "lr"] + (["theta"] if record_theta else []) + (["sharpness"] if track_sharpness else []) + (
+        ["batch_loss"] if batched else [])
     out = run_map(loss, rule, thetas, steps, record_every=record_every, records=records, seed=seed,
                   blowup=blowup, noise=noise_plan(noise, loss, thetas[0]), kernel=kernel, progress=progress)
     rec = out.records
@@ -191,6 +199,7 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
         sharpness=rec["sharpness"] if track_sharpness else None,
         diverged=out.status != 0, diverged_at=div, lr=rec["lr"],
         theta=rec["theta"] if record_theta else None, status=out.status,
+        batch_loss=rec["batch_loss"] if batched else None,
         params=run_params(loss, rule, steps, record_every, seed, n=thetas.shape[0], wall_time=out.wall,
                           kernel=out.kernel, generated_kernel=out.generated,
                           noise=None if noise is None else repr(noise)),

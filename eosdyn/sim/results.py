@@ -54,6 +54,8 @@ class Trajectory:
     ``None`` when not recorded), ``loss``, ``grad_norm``, ``sharpness`` (λ₁ of the
     Hessian, largest algebraic), ``lambda2`` (λ₂), ``lr`` (the step size in force),
     ``preconditioned_sharpness`` (λ_max(P⁻¹H) for preconditioned rules, else None),
+    ``batch_loss`` (minibatch rules, :class:`eosdyn.rules.SGD`: the loss of the batch that steps
+    the recorded state; else None),
     ``diverged`` / ``diverged_at`` (step index or -1), ``status`` ("ok", or why the run
     stopped: "diverged", "exception", …), ``final_theta`` (θ after the last step, or the
     last state that passed the divergence check, whether or not that step was recorded),
@@ -75,8 +77,9 @@ class Trajectory:
     params: dict = field(default_factory=dict)
     final_theta: np.ndarray | None = None
     status: str = "ok"
+    batch_loss: np.ndarray | None = None
 
-    _SERIES = ("loss", "grad_norm", "sharpness", "lambda2", "lr", "preconditioned_sharpness")
+    _SERIES = ("loss", "grad_norm", "sharpness", "lambda2", "lr", "preconditioned_sharpness", "batch_loss")
 
     def __len__(self):
         return len(self.step)
@@ -115,7 +118,8 @@ class EnsembleResult:
     trajectory that failed); ``loss``, ``sharpness`` and ``lr`` are (n, R) arrays (NaN from
     a trajectory's failure on); ``diverged`` (n,) bool, ``diverged_at`` (n,) int (-1 if
     not); ``status`` (n,) int, the reason code of each (0 = ok; :attr:`reasons` names them);
-    ``theta`` (n, R, d) only when full paths were asked for. :meth:`trajectory` gives one
+    ``theta`` (n, R, d) only when full paths were asked for; ``batch_loss`` (n, R) for
+    minibatch rules (:class:`eosdyn.rules.SGD`), else None. :meth:`trajectory` gives one
     member as a :class:`Trajectory`.
     """
 
@@ -130,6 +134,7 @@ class EnsembleResult:
     extra: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     status: np.ndarray | None = None
+    batch_loss: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -156,6 +161,7 @@ class EnsembleResult:
         gn = self.extra.get("grad_norm")
         return Trajectory(step=self.step.copy(), loss=row(self.loss), theta=row(self.theta),
                           grad_norm=row(gn), sharpness=row(self.sharpness), lr=row(self.lr),
+                          batch_loss=row(self.batch_loss),
                           diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]),
                           final_theta=np.array(self.final_theta[i]), status=self.reasons[i],
                           extra={k: np.array(v[i]) for k, v in self.extra.items()
@@ -191,6 +197,8 @@ class EnsembleResult:
             data["sharpness"] = (("trajectory", "step"), self.sharpness)
         if self.lr is not None:
             data["lr"] = (("trajectory", "step"), self.lr)
+        if self.batch_loss is not None:
+            data["batch_loss"] = (("trajectory", "step"), self.batch_loss)
         if self.theta is not None:
             data["theta"] = (("trajectory", "step", "dim"), self.theta)
         for name, arr in self.extra.items():
