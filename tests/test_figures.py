@@ -199,6 +199,15 @@ def test_fig8_stationary_variance(outdir):
     assert ratio[-1] > 5 * ratio[0]  # the map's variance blows up towards the edge, the SDE's does not
 
 
+def test_fig9_central_flow(outdir):
+    d = figure("central-flow", outdir)
+    assert d["distance_ratio"] <= 0.25                              # GD follows the central flow, not GF
+    assert d["loss_error_max_after_settle"] < 0.05                  # predicted vs smoothed GD loss
+    lo, hi = d["central_flow_eta_lambda1_range"]
+    assert 1.98 <= lo and hi <= 2.02                                # the edge is held
+    assert d["gradient_flow_eta_lambda1_final"] > 2.0               # gradient flow sharpens past it
+
+
 def test_fig10_self_stabilization(outdir):
     d = figure("self-stabilization", outdir)
     assert d["whole_cycles"] >= 10
@@ -230,7 +239,7 @@ def test_plot_helpers(tmp_path):
 
 
 def test_registry():
-    assert [f.number for f in FIGURES] == [*range(1, 9), 10]
+    assert [f.number for f in FIGURES] == list(range(1, 11))
     assert find_figure("7").name == "phase-plane" == find_figure("fig7_phase_plane").name
     with pytest.raises(ValueError, match="valid names"):
         find_figure("nope")
@@ -240,7 +249,7 @@ def test_registry():
         assert (mod.NAME, mod.NUMBER, mod.DESCRIPTION) == (f.name, f.number, f.description) and callable(mod.main)
         assert tuple(getattr(mod, "NEEDS", ())) == f.needs
         assert mod.__doc__ and len(mod.__doc__) > 200
-    assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao"}
+    assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao", "central-flow"}
 
 
 # ----------------------------------------------------------------------------- registry on scratch scripts
@@ -344,5 +353,5 @@ def test_missing_directory_and_missing_needs(scratch_figures, tmp_path, monkeypa
 
 def test_listing_does_not_import_torch():
     code = ("import sys; from eosdyn.plot import registry; infos = registry.figures(); "
-            "assert len(infos) == 8; assert 'torch' not in sys.modules, 'listing imported torch'")
+            f"assert len(infos) == {len(FIGURES)}; assert 'torch' not in sys.modules, 'listing imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -200,7 +200,7 @@ def _prepare(kind, model, loss_fn, data, rule, steps, substeps, track_above, max
 
 
 def central_flow(model, loss_fn, data, rule, steps, *, substeps=4, track_above=1.5, nu0=None, max_tracked=5,
-                 eig_tol=1e-4, seed=0) -> Trajectory:
+                 eig_tol=1e-4, seed=0, project=False) -> Trajectory:
     """The central flow (:func:`eosdyn.flows.central_flow`) of ``rule`` on a torch model, full batch.
 
     Starts from the model's current parameters (the model is not modified). ``data`` is
@@ -208,14 +208,27 @@ def central_flow(model, loss_fn, data, rule, steps, *, substeps=4, track_above=1
     ``theta`` the flat parameter vector (named-parameter order) and ``hvp_count`` the
     Hessian-vector products per step (eigenpairs; the third derivatives are counted in
     ``third_derivative_calls``). ``sharpness`` is λ₁(H) for GD (NaN for diagonal
-    preconditioners; see ``effective_sharpness``).
+    preconditioners; see ``effective_sharpness``). ``project=True`` (GD) starts a point past
+    the edge from its linearised projection onto {S ≤ 2/η, ∇L·u = 0}
+    (:func:`eosdyn.flows.project_to_stable_set`).
     """
     fr, steps, substeps, track_above, obj, w = _prepare("central", model, loss_fn, data, rule, steps, substeps,
                                                         track_above, max_tracked, eig_tol, seed)
     s0 = np.asarray(fr.initial_state(obj.grad(w), None if nu0 is None else np.asarray(nu0, float)), float)
     lam_all, *_ = obj.eig(w, fr.p(s0, obj.dim), np.inf, None)
     if lam_all[0] > 2.0 + 1e-6:
-        raise _past_edge_error(lam_all[0])
+        if not project:
+            raise _past_edge_error(lam_all[0])
+        if fr.name != "gd":
+            raise ValueError("project=True is implemented for GD only")
+        from ..flows.selfstab import project_to_stable_set
+
+        def geometry(th):
+            lam, _, _, _ = obj.eig(th, np.full(obj.dim, 1.0), np.inf, True)
+            u = obj._Z[:, 0]
+            return float(lam[0]), u, obj.grad(th), obj.third(th, u, u)
+        w = project_to_stable_set(geometry, fr.lr, w)
+        obj._Z = None
     return integrate("central", obj, fr, w, steps, substeps, track_above, nu0, max_tracked,
                      {"model": type(model).__name__, "dim": obj.dim, "dtype": str(obj.dtype)})
 

@@ -51,12 +51,15 @@ def project_to_stable_set(loss, lr, theta, *, iterations=5):
 
     Each iteration applies the Newton step along u that zeroes ∇L·u to first order,
     −u(u·∇L)/S, and the step along ∇S⊥ that brings S down to 2/η to first order,
-    −max(0, S − 2/η)·∇S⊥/‖∇S⊥‖².
+    −max(0, S − 2/η)·∇S⊥/‖∇S⊥‖². ``loss`` is a toy :class:`Loss`, or any callable
+    θ ↦ (S, u, ∇L, ∇S) (the torch side passes one).
     """
     eta = positive("lr", lr)
+    geometry = loss if callable(loss) and not isinstance(loss, Loss) else (lambda th: _geometry(loss, th)[:4])
     th = np.array(theta, dtype=np.float64)
     for _ in range(iterations):
-        S, u, g, dS, dS_perp = _geometry(loss, th)
+        S, u, g, dS = geometry(th)
+        dS_perp = dS - u * float(u @ dS)
         if S <= 0.0:
             raise ValueError(f"the projection onto {{S ≤ 2/η}} needs S > 0, got S = {S:.3g}")
         th = th - u * float(u @ g) / S
