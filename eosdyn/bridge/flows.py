@@ -26,7 +26,7 @@ from .._validate import positive, step_count
 from ..flows.central import _check_common, _past_edge_error, integrate
 from ..sim.results import Trajectory
 
-__all__ = ["central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "ModelObjective"]
+__all__ = ["central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory", "ModelObjective"]
 
 
 class ModelObjective:
@@ -253,20 +253,40 @@ def gradient_flow(model, loss_fn, data, lr, steps, *, substeps=4, max_tracked=5,
 
 
 def gd_trajectory(model, loss_fn, data, lr, steps, *, sharpness_every=0) -> Trajectory:
-    """Full-batch GD w ← w − η∇L(w) from the model's parameters, recording the flat w and
-    L(w) at every step (the model is not modified): the discrete process that
-    :func:`eosdyn.flows.compare` sets against the flows. With ``sharpness_every`` = k > 0,
-    λ₁(H) is recorded every k steps (Lanczos)."""
-    from ..curvature import top_eigenpairs
+    """Full-batch GD w ← w − η∇L(w) from the model's parameters: :func:`discrete_trajectory` of GD(lr)."""
+    return discrete_trajectory(model, loss_fn, data, lr, steps, sharpness_every=sharpness_every)
 
-    lr = positive("lr", lr)
+
+def discrete_trajectory(model, loss_fn, data, rule, steps, *, sharpness_every=0, nu0=None) -> Trajectory:
+    """The discrete full-batch run of a rule the flows cover, from the model's parameters,
+    recording the flat w and L(w) at every step (the model is not modified): the process that
+    :func:`eosdyn.flows.compare` sets against the flows.
+
+    * GD (a float η or ``GD``): w ← w − η∇L;
+    * RMSProp (``Adam`` with β₁ = 0, no bias correction) and :class:`eosdyn.flows.ScalarRMSProp`:
+      ν ← β₂ν + (1−β₂)g^⊙2 (scalar: ‖g‖²), w ← w − η g/(√ν + ε), with ν before the first
+      step = ``nu0`` (default g₀^⊙2, the flows' default), so ν₀ = g₀^⊙2.
+
+    With ``sharpness_every`` = k > 0, λ₁(H) is recorded every k steps (Lanczos), and for
+    every rule ``extra["effective_sharpness"]``, the top eigenvalue as the flows define it
+    (the generalized eigenvalue of (H, P), P = diag(√ν + ε)/η; the edge is 2).
+    """
+    from ..curvature import top_eigenpairs
+    from ..flows.central import flow_rule
+
+    fr = flow_rule(rule)
     steps = step_count("steps", steps)
     obj = ModelObjective(model, loss_fn, data)
     w = obj.flat_parameters()
+    g = obj.grad(w)
+    nu = None if fr.name == "gd" else np.array(fr.initial_state(g, None if nu0 is None else np.asarray(nu0, float)),
+                                                 dtype=np.float64)
     R = steps + 1
     theta = np.full((R, obj.dim), np.nan)
     loss = np.full(R, np.nan)
     sharp = np.full(R, np.nan)
+    eff = np.full(R, np.nan)
+    nus = None if nu is None else np.full((R, nu.size), np.nan)
     status, at = "ok", -1
     for t in range(R):
         theta[t] = w
@@ -274,12 +294,27 @@ def gd_trajectory(model, loss_fn, data, lr, steps, *, sharpness_every=0) -> Traj
         if not np.isfinite(loss[t]):
             status, at = "diverged", t
             break
+        g = obj.grad(w)
+        if nu is not None:
+            gg = np.array([g @ g]) if nu.size == 1 else g * g
+            nu = fr.beta2 * nu + (1.0 - fr.beta2) * gg
+            nus[t] = nu
+        p = fr.p(nu if nu is not None else np.zeros(0), obj.dim)
         if sharpness_every and t % sharpness_every == 0:
             res = top_eigenpairs(lambda v, w=w: obj.hvp(w, v), obj.dim, k=1, method="lanczos", tol=1e-8)
             sharp[t] = res.eigenvalue
+            if nu is not None:
+                s = 1.0 / np.sqrt(p)
+                res = top_eigenpairs(lambda v, w=w, s=s: s * obj.hvp(w, s * v), obj.dim, k=1, method="lanczos",
+                                     tol=1e-8)
+                eff[t] = res.eigenvalue
+            else:
+                eff[t] = res.eigenvalue / p[0]
         if t < steps:
-            w = w - lr * obj.grad(w)
+            w = w - g / p
+    extra = {"effective_sharpness": eff}
+    if nus is not None:
+        extra["nu"] = nus
     return Trajectory(step=np.arange(R), loss=loss, theta=theta, sharpness=sharp, diverged=at >= 0,
-                      diverged_at=at, params={"rule": "gd", "lr": lr}, final_theta=theta[max(at - 1, 0) if at >= 0
-                                                                                          else steps].copy(),
-                      status=status)
+                      diverged_at=at, params={"rule": fr.name, "lr": fr.lr}, extra=extra,
+                      final_theta=theta[max(at - 1, 0) if at >= 0 else steps].copy(), status=status)
