@@ -4,6 +4,10 @@
   forward-over-reverse with a double-backward fallback), :func:`sharpness` (top-k Hessian
   eigenpairs by the curvature module's Lanczos on the device, warm-started) and
   :func:`preconditioned_sharpness` (λ_max(P⁻¹H), e.g. for Adam).
+- Beyond the Hessian (:mod:`eosdyn.bridge.operators`): :func:`curvature_operator` (Hessian,
+  Gauss–Newton, empirical and true Fisher products, as a matvec or a scipy LinearOperator),
+  :func:`layer_sharpness` (λ_max per parameter block), :func:`trace` (Hutch++ / Hutchinson)
+  and :func:`spectral_density` (SLQ), each one call.
 - Optimizers: :class:`EoSAda`, :class:`DCAO` (``torch.optim.Optimizer`` subclasses calling
   the same :mod:`eosdyn.rules.schedules` as the toy rules), drop-in like torch's own: the
   update uses ``p.grad`` (so clipping works), every group has an ``lr`` for torch's LR
@@ -28,6 +32,16 @@ from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, 
 from .flows import central_flow, discrete_trajectory, gd_trajectory, gradient_flow, stable_flow
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
+from .operators import (
+    BlockSharpness,
+    CurvatureOperator,
+    ModelSpectralDensity,
+    ModelTrace,
+    curvature_operator,
+    layer_sharpness,
+    spectral_density,
+    trace,
+)
 from .optim import DCAO, EoSAda, NonFiniteLossError
 from .probe import Probe
 from .tracker import CurvatureTracker
@@ -40,4 +54,6 @@ __all__ = [
     "EoSAda", "DCAO", "Probe", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
     "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
+    "curvature_operator", "CurvatureOperator", "layer_sharpness", "BlockSharpness", "spectral_density",
+    "ModelSpectralDensity", "trace", "ModelTrace",
 ]

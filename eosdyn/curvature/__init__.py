@@ -3,6 +3,7 @@
 - :func:`top_eigenpairs` — extreme eigenpairs by thick-restart Lanczos, shifted
   power/subspace iteration, or dense ``eigh`` (:class:`EigenResult`);
 - :func:`hutchinson_trace` — stochastic trace estimate (:class:`HutchinsonResult`);
+- :func:`hutchpp_trace` — Hutch++ trace estimate, O(1/m) error (:class:`HutchPPResult`);
 - :func:`spectral_density` — stochastic Lanczos quadrature (:class:`SpectralDensity`);
 - :func:`dense_operator`, :func:`hessian_operator` (an eosdyn Loss at θ),
   :func:`preconditioned` (P^(-1/2) H P^(-1/2) for a diagonal P > 0: its eigenvalues are
@@ -21,13 +22,15 @@ from .operators import (
                         hessian_operator,
                         preconditioned,
 )
-from .trace import HutchinsonResult, hutchinson_trace
+from .trace import HutchinsonResult, HutchPPResult, hutchinson_trace, hutchpp_trace
 
 __all__ = [
     "top_eigenpairs",
     "EigenResult",
     "hutchinson_trace",
     "HutchinsonResult",
+    "hutchpp_trace",
+    "HutchPPResult",
     "spectral_density",
     "SpectralDensity",
     "dense_operator",
