@@ -121,6 +121,18 @@ def test_sdcp_agrees_with_cvxpy_where_installed():
     np.testing.assert_allclose(flows.solve_sdcp(A, B).X, Xv.value, atol=1e-5 * max(1.0, np.abs(Xv.value).max()))
 
 
+def test_sdcp_without_a_solution_says_so():
+    """B singular on a direction where A < 0: the QP is unbounded below, so no X holds the edge."""
+    B = np.zeros((2, 2, 2, 2))
+    B[0, 0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="no solution.*B is singular"):
+        flows.solve_sdcp(np.diag([1.0, -1.0]), B)
+    with pytest.raises(ValueError, match="no solution"):
+        flows.solve_sdcp([[-1.0]], np.zeros((1, 1, 1, 1)))
+    B[1, 1, 1, 1] = 2.0
+    np.testing.assert_allclose(flows.solve_sdcp(np.diag([1.0, -1.0]), B).X, [[0.0, 0.0], [0.0, 0.5]], atol=1e-12)
+
+
 def test_sdcp_bad_shapes():
     with pytest.raises(ValueError, match="B must have shape"):
         flows.solve_sdcp(np.eye(2), np.zeros((2, 2)))

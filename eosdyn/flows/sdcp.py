@@ -142,6 +142,13 @@ def solve_sdcp(A, B, *, tol=1e-13, max_newton=200) -> SDCPSolution:
     x = np.einsum("pab,ab->p", E, np.eye(k) * x_scale)
     mu = scale_A * x_scale
     mu_final = tol * scale_A * x_scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        x, its = _barrier(x, a, Bm, E, mat, mu, mu_final, scale_A, x_scale, max_newton)
+    return _polish_or_raise(A, B, x, mat, x_scale, its)
+
+
+def _barrier(x, a, Bm, E, mat, mu, mu_final, scale_A, x_scale, max_newton):
+    """Log-barrier Newton on min ½xᵀBx + aᵀx − μ log det X, μ → mu_final (returns x, Newton steps)."""
     its = 0
     while True:
         for _ in range(max_newton):
@@ -177,8 +184,17 @@ def solve_sdcp(A, B, *, tol=1e-13, max_newton=200) -> SDCPSolution:
         if mu <= mu_final:
             break
         mu = max(mu * 0.05, mu_final)
+    return x, its
 
+
+def _polish_or_raise(A, B, x, mat, x_scale, its):
+    k = A.shape[0]
     X_ip = 0.5 * (mat(x) + mat(x).T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        unbounded = not np.all(np.isfinite(X_ip)) or np.abs(X_ip).max() > 1e8 * x_scale
+    if unbounded:
+        raise ValueError("the SDCP has no solution: the objective ½⟨X, B[X]⟩ + ⟨A, X⟩ is unbounded below on "
+                         "X ⪰ 0 (A has a negative direction that B does not penalise: B is singular there)")
     best = _finish(A, B, X_ip, "interior-point", its)
     # polish on the face: X = V Y Vᵀ with V the range of X_ip; solve Vᵀ M V = 0 exactly
     w, Q = np.linalg.eigh(X_ip)
