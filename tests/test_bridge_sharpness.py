@@ -111,14 +111,15 @@ def test_sharpness_auto_uses_the_retained_graph_on_one_batch(net):
     np.testing.assert_allclose(res.eigenvalues, w[:2], rtol=1e-9)
     pre = B.preconditioned_sharpness(model, B.mse_loss, (x, y), torch.ones(255, dtype=F64), tol=1e-10)
     assert pre.hvp_info["method"] == "graph" and pre.sharpness == pytest.approx(w[0], rel=1e-9)
-    # several batches: forward-over-reverse (no graph per batch held in memory), same answer
+    # several batches: the one-shot product (no graph per batch held in memory; double backward
+    # on the CPU, issue 15), same answer
     split = [(x[:25], y[:25]), (x[25:], y[25:])]
     res2 = B.sharpness(model, B.mse_loss, split, k=2, tol=1e-10)
-    assert res2.hvp_info["method"] == "func"
+    assert res2.hvp_info["method"] == "double_backward"
     np.testing.assert_allclose(res2.eigenvalues, w[:2], rtol=1e-9)
     # a single product keeps the documented default
     _, info = B.hvp(model, B.mse_loss, (x, y), torch.ones(255, dtype=F64), return_info=True)
-    assert info.method == "func"
+    assert info.method == "double_backward"
     assert HessianOperator(model, B.mse_loss, (x, y), repeated=True).info.method == "graph"
     assert HessianOperator(model, B.mse_loss, (x, y), "func", repeated=True).info.method == "func"
 
@@ -169,3 +170,21 @@ def test_float32_presolve_is_skipped_for_float32_models_and_validated(net):
     assert "skipped" in res.extra["presolve"]
     with pytest.raises(ValueError, match="presolve"):
         B.sharpness(model, B.mse_loss, (x, y), presolve="float16")
+
+
+def test_auto_double_backward_falls_back_to_forward_mode(net, monkeypatch):
+    """On the CPU "auto" is double backward (issue 15: 1.3 ms against 11.6 ms for torch.func on a
+    small MLP); where a module cannot do double backward it falls back to forward-over-reverse."""
+    model, x, y, w = net
+    op = HessianOperator(model, B.mse_loss, (x, y))
+    assert op.info.method == "double_backward"
+
+    def broken(*a, **k):
+        raise RuntimeError("double backward not implemented for this op")
+
+    monkeypatch.setattr(op, "_batch_double", broken)
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=F64)
+    hv = op.matvec(v)
+    assert op.info.method == "func"
+    ref = HessianOperator(model, B.mse_loss, (x, y), "func").matvec(v)
+    assert torch.allclose(hv, ref, rtol=0, atol=1e-12)
