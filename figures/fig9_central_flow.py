@@ -15,7 +15,8 @@ started from GD's midpoint at step 650 (the central flow from its projection ont
 {S ≤ 2/η, ∇L·u = 0}).
 
 Panels: (a) GD's loss (raw and Gaussian-smoothed), the central flow's predicted loss and the
-gradient flow's loss; (b) ηλ₁ of GD (Lanczos every 10 steps) and ηλ₁..ηλ₃ of the central
+gradient flow's loss; (b) ηλ₁ of GD (Lanczos every 5 steps, so both phases of its period-two
+oscillation show) and ηλ₁..ηλ₃ of the central
 flow, ηλ₁ of gradient flow; (c) the distance from GD's midpoint (w₋ + 2w + w₊)/4 to each flow.
 
     python figures/fig9_central_flow.py [--quick] [--out DIR]
@@ -54,7 +55,7 @@ def compute(quick: bool, quiet: bool = False) -> dict:
     model, loss_fn, data = _setup()
     start, steps = (650, 150) if quick else (0, 1000)
     with plot.Timer() as t_gd:
-        full = bridge.gd_trajectory(model, loss_fn, data, LR, start + steps, sharpness_every=10)
+        full = bridge.gd_trajectory(model, loss_fn, data, LR, start + steps, sharpness_every=5)
     # GD's own run on [start, start + steps]; the flows start from GD's midpoint at ``start``
     sl = slice(start, start + steps + 1)
     gd = Trajectory(step=full.step[sl] - start, loss=full.loss[sl], theta=full.theta[sl],
