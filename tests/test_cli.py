@@ -264,7 +264,7 @@ def test_figure_list_and_unknown():
     p = run("figure", "--list")
     assert p.returncode == 0
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
-    assert len(lines) == len(FIGURES) == 10
+    assert len(lines) == len(FIGURES) == 11
     for f in FIGURES:
         assert f.name in p.stdout
     p = run("figure", "no-such-figure")

@@ -239,7 +239,7 @@ def test_plot_helpers(tmp_path):
 
 
 def test_registry():
-    assert [f.number for f in FIGURES] == list(range(1, 11))
+    assert [f.number for f in FIGURES] == list(range(1, 12))
     assert find_figure("7").name == "phase-plane" == find_figure("fig7_phase_plane").name
     with pytest.raises(ValueError, match="valid names"):
         find_figure("nope")
@@ -249,7 +249,8 @@ def test_registry():
         assert (mod.NAME, mod.NUMBER, mod.DESCRIPTION) == (f.name, f.number, f.description) and callable(mod.main)
         assert tuple(getattr(mod, "NEEDS", ())) == f.needs
         assert mod.__doc__ and len(mod.__doc__) > 200
-    assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao", "central-flow"}
+    assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao", "central-flow",
+                                                                  "edge-of-stochastic-stability"}
 
 
 # ----------------------------------------------------------------------------- registry on scratch scripts

@@ -10,7 +10,15 @@ At the model's *current* parameters, on a fixed data set (that of the tracked He
   sharpness λ_max(P⁻¹H) with Adam's P = √v̂ + ε, the top eigenvalue of the operator
   :func:`eosdyn.curvature.preconditioned` (H, P) (Cohen et al. 2022, "Adaptive gradient
   methods at the edge of stability", §3);
-- the mean loss on the tracked data.
+- the mean loss on the tracked data;
+- optionally (``batch_size`` given), the *batch sharpness* E_B[g_Bᵀ H_B g_B / ‖g_B‖²] of
+  Andreyev & Beneventano ("Edge of Stochastic Stability", arXiv 2412.20553), g_B and H_B the
+  gradient and Hessian of the mean loss of a uniformly drawn batch B of ``batch_size``
+  examples: :func:`~eosdyn.bridge.batch_sharpness` (one HVP per fresh batch, batches added
+  until the relative standard error reaches its target), with its 95 % Student-t interval
+  and its HVP count. Under SGD with step size η it settles near 2/η, while λ₁ stays below.
+  Measurement at record t draws its batches from the seed :func:`batch_sharpness_seed`
+  (``seed``, t), so it is reproducible and the same after a resume.
 
 Two functions read what an optimizer has in force: :func:`step_size_in_force` and
 :func:`optimizer_hvps` (the HVPs of EoSAda's/DCAO's own curvature probes).
@@ -25,15 +33,51 @@ The tracker is independent of :func:`~eosdyn.bridge.train`; a hand-written loop 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .._validate import positive
+from .._validate import nonneg_int, positive
 from ..curvature.operators import preconditioned
 from .curvature import _check_k, _run, preconditioner_vector
 from .hvp import HessianOperator
 from .optim import _CurvatureOptimizer
 
-MEASURED = ("sharpness", "lambda2", "gap", "preconditioned_sharpness", "residual1", "track_loss")
+MEASURED = ("sharpness", "lambda2", "gap", "preconditioned_sharpness", "residual1", "track_loss",
+            "batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi", "batch_sharpness_hvp")
+#: The keyword arguments of :func:`~eosdyn.bridge.batch_sharpness` a tracker passes on.
+BATCH_SHARPNESS_OPTIONS = ("rel_std_error", "min_batches", "max_batches", "replacement")
+
+
+def batch_sharpness_seed(seed: int, step: int) -> int:
+    """The seed of the batches of the batch-sharpness measurement at record ``step``.
+
+    A 63-bit integer from numpy's ``SeedSequence([seed, step])``: independent streams for
+    different (seed, step), a pure function of both (a resumed run measures with the same
+    batches). Pass it as ``seed=`` to :func:`~eosdyn.bridge.batch_sharpness` to repeat a
+    measurement by hand.
+    """
+    seed = nonneg_int("seed", seed)
+    step = nonneg_int("step", step)
+    hi, lo = np.random.SeedSequence([seed, step]).generate_state(2, np.uint32)
+    return int((int(hi) << 32 | int(lo)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def batch_sharpness_data(data, name: str = "track_data"):
+    """``data`` as the one (inputs, targets) pair of tensors that batches are drawn from.
+
+    A pair is returned as it is; a list or tuple of pairs is concatenated (the data set split
+    into batches); anything else (a ``DataLoader``, a generator) raises ValueError: the batch
+    sharpness samples batches uniformly from the whole data set, which must be given.
+    """
+    from ._common import _is_pair
+
+    if _is_pair(data):
+        return data[0], data[1]
+    if isinstance(data, (list, tuple)) and data and all(_is_pair(b) for b in data):
+        return torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
+    raise ValueError(f"batch sharpness draws its batches from the whole data set: {name} must be an "
+                     f"(inputs, targets) pair of tensors or a list of such pairs, got {type(data).__name__}; "
+                     f"pass track_data=(X, Y)")
 
 
 def is_adam_like(optimizer) -> bool:
@@ -74,7 +118,15 @@ class CurvatureTracker:
     hvp_method : str
         See :class:`~eosdyn.bridge.hvp.HessianOperator` (``repeated=True``).
     seed : int
-        Seed of the first Lanczos start (later runs start from the last eigenvectors).
+        Seed of the first Lanczos start (later runs start from the last eigenvectors), and
+        of the batch-sharpness batches (:func:`batch_sharpness_seed`).
+    batch_size : int in [1, n], optional
+        Also measure the batch sharpness for batches of this size, drawn from ``data``
+        (which must then be one pair, or a list of pairs: :func:`batch_sharpness_data`).
+    batch_options : dict, optional
+        Passed to :func:`~eosdyn.bridge.batch_sharpness` (keys among
+        :data:`BATCH_SHARPNESS_OPTIONS`; default: its own, relative standard error 0.5 %
+        with 10 to 1000 batches).
 
     Attributes
     ----------
@@ -86,7 +138,8 @@ class CurvatureTracker:
     """
 
     def __init__(self, model, loss_fn, data, k: int = 2, tol: float | None = 1e-6,
-                 max_iter: int | None = None, hvp_method: str = "auto", seed: int = 0):
+                 max_iter: int | None = None, hvp_method: str = "auto", seed: int = 0,
+                 batch_size: int | None = None, batch_options: dict | None = None):
         # repeated: one measurement takes many products at the same θ (the retained-graph HVP
         # on a single batch); the graph is released after each, so training never holds it
         self.operator = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
@@ -96,6 +149,26 @@ class CurvatureTracker:
         self.eigenvectors = None
         self.preconditioned_eigenvectors = None
         self.n_hvp = 0
+        self.batch_size, self.batch_data, self.batch_options = None, None, {}
+        if batch_size is not None:
+            from ._common import _move
+
+            X, Y = batch_sharpness_data(data, "data")
+            self.batch_data = (_move(X, self.operator.device, self.operator.dtype),
+                               _move(Y, self.operator.device, self.operator.dtype))
+            n = int(self.batch_data[0].shape[0])
+            self.batch_size = nonneg_int("batch_size", batch_size, minimum=1)
+            if self.batch_size > n:
+                raise ValueError(f"batch_size must be in [1, n = {n}] (the tracked data set's size), "
+                                 f"got {self.batch_size}")
+            opts = dict(batch_options or {})
+            unknown = sorted(set(opts) - set(BATCH_SHARPNESS_OPTIONS))
+            if unknown:
+                raise ValueError(f"batch_options: unknown keys {unknown}; allowed: {list(BATCH_SHARPNESS_OPTIONS)}")
+            self.batch_options = opts
+        elif batch_options:
+            raise ValueError("batch_options needs batch_size")
+        self._hvp_method = hvp_method
 
     def _top(self, matvec, k, v0, preconditioned_):
         res = _run(self.operator, matvec, k, v0, self.tol, self.max_iter, "lanczos", self.seed,
@@ -103,12 +176,16 @@ class CurvatureTracker:
         self.n_hvp += res.n_hvp
         return res
 
-    def measure(self, optimizer=None) -> dict:
+    def measure(self, optimizer=None, step: int = 0) -> dict:
         """Curvature at the current parameters: a dict with keys among :data:`MEASURED`.
 
         Always ``sharpness`` (λ₁), ``residual1`` (its Lanczos residual ‖Hu − λ₁u‖) and
         ``track_loss``; ``lambda2`` and ``gap`` when k ≥ 2; ``preconditioned_sharpness``
-        when ``optimizer`` is Adam-style and has taken a step (it has no P before).
+        when ``optimizer`` is Adam-style and has taken a step (it has no P before);
+        with ``batch_size``, ``batch_sharpness``, its 95 % interval ``batch_sharpness_lo``/
+        ``_hi`` and ``batch_sharpness_hvp`` (the HVPs of this measurement, one per batch),
+        measured with the batches of seed :func:`batch_sharpness_seed` (``seed``, ``step``).
+        Every HVP counts in :attr:`n_hvp`.
         """
         op = self.operator
         res = self._top(op.matvec, self.k, self.eigenvectors, False)
@@ -123,6 +200,15 @@ class CurvatureTracker:
             out["preconditioned_sharpness"] = pres.sharpness
         out["track_loss"] = op.loss()
         op.release()
+        if self.batch_size is not None:
+            from .curvature import batch_sharpness
+
+            bs = batch_sharpness(op.model, op.loss_fn, self.batch_data, self.batch_size,
+                                 seed=batch_sharpness_seed(self.seed, step), hvp_method=self._hvp_method,
+                                 **self.batch_options)
+            out.update(batch_sharpness=float(bs.value), batch_sharpness_lo=float(bs.ci95[0]),
+                       batch_sharpness_hi=float(bs.ci95[1]), batch_sharpness_hvp=float(bs.n_hvp))
+            self.n_hvp += int(bs.n_hvp)
         return out
 
     def state_dict(self) -> dict:

@@ -6,7 +6,10 @@ eosdyn's curvature-aware :class:`~eosdyn.bridge.EoSAda` and :class:`~eosdyn.brid
 and every ``track_every`` steps measures, at the current parameters and on ``track_data``
 (default: the whole training set), the top Hessian eigenvalues λ₁, λ₂ and the gap λ₁ − λ₂
 (warm-started Lanczos, :func:`~eosdyn.bridge.sharpness`) and, for Adam-style optimizers,
-the preconditioned sharpness λ_max(P⁻¹H) (:func:`~eosdyn.bridge.preconditioned_sharpness`).
+the preconditioned sharpness λ_max(P⁻¹H) (:func:`~eosdyn.bridge.preconditioned_sharpness`)
+and, with ``track_batch_sharpness=B``, the batch sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²] for
+batches of B examples (Andreyev & Beneventano, arXiv 2412.20553; :func:`~eosdyn.bridge.batch_sharpness`),
+which SGD with step size η holds near 2/η while λ₁ stays below it.
 
 Record convention (the toy simulator's): record t (t = 0 … steps) describes θ_t, the
 parameters after t updates. ``loss``/``accuracy`` are those of the batch used by update
@@ -39,7 +42,9 @@ from .tracker import CurvatureTracker, is_adam_like, optimizer_hvps, step_size_i
 
 _COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "sharpness", "lambda2", "gap",
             "preconditioned_sharpness", "residual1", "track_loss", "hvp_tracking", "hvp_optimizer",
-            "time_train", "time_curvature")
+            "time_train", "time_curvature", "batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi",
+            "batch_sharpness_hvp")
+_BATCH_COLUMNS = ("batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi", "batch_sharpness_hvp")
 
 
 def _sync(device):
@@ -87,7 +92,8 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
           track_k: int = 2, track_data=None, track_tol: float | None = 1e-6,
           track_max_iter: int | None = None, accuracy_fn=_default_accuracy,
           checkpoint_every: int | None = None, checkpoint_path=None, resume=False,
-          progress: bool | None = None, hvp_method: str = "auto", seed: int = 0) -> Trajectory:
+          progress: bool | None = None, hvp_method: str = "auto", seed: int = 0,
+          track_batch_sharpness: int | None = None, batch_sharpness_options: dict | None = None) -> Trajectory:
     """Train ``model`` for ``steps`` optimizer steps, tracking curvature; return a Trajectory.
 
     Parameters
@@ -128,8 +134,21 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     progress : bool, optional
         tqdm progress bar; default: when stderr is a terminal.
     hvp_method, seed
-        HVP method of the tracker, seed of its first Lanczos start (see
-        :class:`~eosdyn.bridge.tracker.CurvatureTracker`).
+        HVP method of the tracker, seed of its first Lanczos start and of the batch-sharpness
+        batches (see :class:`~eosdyn.bridge.tracker.CurvatureTracker`).
+    track_batch_sharpness : int in [1, n], optional
+        At every tracked record t also measure the batch sharpness
+        E_B[g_Bᵀ H_B g_B / ‖g_B‖²] for batches B of this many examples drawn uniformly from
+        ``track_data`` (default ``data``; it must be one ``(inputs, targets)`` pair or a list
+        of pairs, n their total size), g_B, H_B the batch loss's gradient and Hessian
+        (Andreyev & Beneventano, "Edge of Stochastic Stability", arXiv 2412.20553). It is
+        :func:`~eosdyn.bridge.batch_sharpness` at θ_t with
+        ``seed=``:func:`~eosdyn.bridge.tracker.batch_sharpness_seed` ``(seed, t)``: one HVP per
+        fresh batch until the relative standard error reaches its target. Needs
+        ``track_every``.
+    batch_sharpness_options : dict, optional
+        Keyword arguments of :func:`~eosdyn.bridge.batch_sharpness` (``rel_std_error``,
+        ``min_batches``, ``max_batches``, ``replacement``).
 
     Returns
     -------
@@ -139,7 +158,10 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
         ``gap``, ``residual1`` (λ₁'s Lanczos residual), ``track_loss`` (loss on
         ``track_data``), cumulative ``hvp_tracking``/``hvp_optimizer`` counts and
         cumulative wall times ``time_train`` (optimizer steps, without the optimizer's own
-        curvature probes) and ``time_curvature`` (tracking plus the optimizer's probes).
+        curvature probes) and ``time_curvature`` (tracking plus the optimizer's probes);
+        with ``track_batch_sharpness`` also ``batch_sharpness``, its 95 % Student-t interval
+        ``batch_sharpness_lo``/``batch_sharpness_hi`` and ``batch_sharpness_hvp`` (the HVPs
+        of each measurement, also counted in ``hvp_tracking``), NaN at untracked records.
         A non-finite loss stops the run: ``diverged``/``diverged_at`` are set, later records
         are NaN, a ``RuntimeWarning`` names the step, and the last good checkpoint is kept.
     """
@@ -157,6 +179,23 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     n_params = sum(p.numel() for p in trainable_parameters(model))
     if track_every is not None and track_k > n_params:
         raise ValueError(f"track_k must be in [1, number of trainable parameters] = [1, {n_params}], got {track_k}")
+    if track_batch_sharpness is not None:
+        if isinstance(track_batch_sharpness, bool) or not isinstance(track_batch_sharpness, (int, np.integer)):
+            raise TypeError(f"track_batch_sharpness must be an integer batch size or None, "
+                            f"got {type(track_batch_sharpness).__name__}")
+        if track_every is None:
+            raise ValueError("track_batch_sharpness needs track_every (the records at which it is measured)")
+        from .tracker import batch_sharpness_data
+
+        n_bs = int(batch_sharpness_data(data if track_data is None else track_data,
+                                        "data" if track_data is None else "track_data")[0].shape[0])
+        if not 1 <= int(track_batch_sharpness) <= n_bs:
+            raise ValueError(f"track_batch_sharpness must be a batch size in [1, n = {n_bs}] (the size of the "
+                             f"{'data' if track_data is None else 'track_data'} its batches are drawn from), "
+                             f"got {int(track_batch_sharpness)}")
+        track_batch_sharpness = int(track_batch_sharpness)
+    elif batch_sharpness_options:
+        raise ValueError("batch_sharpness_options needs track_batch_sharpness")
     checkpointer = None
     if checkpoint_every is not None:
         checkpoint_every = nonneg_int("checkpoint_every", checkpoint_every, minimum=1)
@@ -174,7 +213,8 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     tracker = None
     if track_every is not None:
         tracker = CurvatureTracker(model, loss_fn, data if track_data is None else track_data, k=track_k,
-                                   tol=track_tol, max_iter=track_max_iter, hvp_method=hvp_method, seed=seed)
+                                   tol=track_tol, max_iter=track_max_iter, hvp_method=hvp_method, seed=seed,
+                                   batch_size=track_batch_sharpness, batch_options=batch_sharpness_options)
     loop = _Loop(model, loss_fn, optimizer, accuracy_fn, stream, steps, tracker, track_every, checkpointer)
     if resume_path is not None:
         loop.resume(resume_path)
@@ -190,11 +230,18 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
         "sharpness_convention": "largest algebraic Hessian eigenvalue (which='LA') of the mean loss "
                                 "on track_data, batches weighted by n_b/N",
         "resumed_from": loop.start if resume_path is not None else -1,
+        "track_batch_sharpness": -1 if track_batch_sharpness is None else track_batch_sharpness,
     }
+    if track_batch_sharpness is not None:
+        params_rec["batch_sharpness_convention"] = (
+            "E_B[g_B^T H_B g_B/|g_B|^2] (Andreyev & Beneventano 2024), batches of track_batch_sharpness examples "
+            "drawn uniformly from track_data, seed batch_sharpness_seed(seed, step); "
+            f"options {dict(batch_sharpness_options or {})}")
     if loop.ours:
         params_rec.update(curvature_every=optimizer.curvature_every,
                           lanczos_steps=optimizer.lanczos_steps, curvature_k=optimizer.curvature_k)
-    return _trajectory(loop.rec, steps, track_k, is_adam_like(optimizer), loop.diverged_at, params_rec)
+    return _trajectory(loop.rec, steps, track_k, is_adam_like(optimizer), loop.diverged_at, params_rec,
+                       track_batch_sharpness is not None)
 
 
 class _Loop:
@@ -228,7 +275,8 @@ class _Loop:
         if int(ck["step"]) > self.steps:
             raise ValueError(f"resume: the checkpoint is at step {int(ck['step'])} > steps = {self.steps}")
         self.start = restore_checkpoint(ck, self.model, self.optimizer)
-        self.rec = {c: list(ck["records"][c]) for c in _COLUMNS}
+        n_done = len(ck["records"]["loss"])  # a checkpoint without the batch-sharpness columns: NaN there
+        self.rec = {c: list(ck["records"][c]) if c in ck["records"] else [float("nan")] * n_done for c in _COLUMNS}
         self.untracked = {k: ck[k] for k in self.untracked}
         if self.tracker is not None:
             self.tracker.load_state_dict(self.untracked)
@@ -277,7 +325,7 @@ class _Loop:
                                             **self._tracking_state(), time_train=self.time_train,
                                             time_curvature=self.time_curvature)
                 if self.tracker is not None and (t % self.track_every == 0 or t == self.steps):
-                    measured, dt = _timed(self.device, self.tracker.measure, self.optimizer)
+                    measured, dt = _timed(self.device, self.tracker.measure, self.optimizer, t)
                     row.update(measured)
                     self.time_curvature += dt
                 x, y = self.stream.get(t)
@@ -366,7 +414,7 @@ def _closure(model, loss_fn, optimizer, x, y, t, captured, forward_only):
     return closure
 
 
-def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec) -> Trajectory:
+def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec, batch_tracked=False) -> Trajectory:
     """The records as a Trajectory of steps + 1 rows (NaN after a divergence)."""
     n_rec = steps + 1
     arrays = {}
@@ -376,6 +424,8 @@ def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec) -> Traj
         arrays[c] = a
     extra = {c: arrays[c] for c in ("accuracy", "gap", "residual1", "track_loss", "hvp_tracking",
                                     "hvp_optimizer", "time_train", "time_curvature")}
+    if batch_tracked:
+        extra.update({c: arrays[c] for c in _BATCH_COLUMNS})
     return Trajectory(
         step=np.arange(n_rec), loss=arrays["loss"], theta=None, grad_norm=arrays["grad_norm"],
         sharpness=arrays["sharpness"], lambda2=arrays["lambda2"] if track_k > 1 else None,
