@@ -452,3 +452,31 @@ def test_scheduler_setting_a_negative_lr_is_refused(kind):
     assert torch.equal(flat_params(model), before) and opt.step_count == 1
     with pytest.raises(ValueError, match="lr must be finite"):
         make(kind, model.parameters(), lr=-1.0)
+
+
+def test_thread_oversubscription_warns_once(monkeypatch):
+    """train() warns once per process when torch's threads exceed the free cores (issue 15 item 8)."""
+    import os
+    import warnings
+
+    from eosdyn.bridge import _common
+
+    monkeypatch.setattr(_common, "_THREADS_WARNED", [])
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))      # two other jobs running
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _common.free_cores() == (1, 2, 3.0)
+        with pytest.warns(RuntimeWarning, match=r"torch uses 2 intra-op threads but only about 1 of .* 2 cores"):
+            assert _common.warn_if_threads_oversubscribe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not _common.warn_if_threads_oversubscribe()            # once per process
+        monkeypatch.setattr(_common, "_THREADS_WARNED", [])
+        torch.set_num_threads(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not _common.warn_if_threads_oversubscribe()            # 1 thread fits
+    finally:
+        torch.set_num_threads(old)

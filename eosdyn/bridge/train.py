@@ -34,7 +34,14 @@ import torch
 
 from .._validate import nonneg_int, positive
 from ..sim.results import Trajectory
-from ._common import _is_pair, _move, as_batches, model_device_dtype, trainable_parameters
+from ._common import (
+    _is_pair,
+    _move,
+    as_batches,
+    model_device_dtype,
+    trainable_parameters,
+    warn_if_threads_oversubscribe,
+)
 from .checkpoint import CHECKPOINT_FORMAT, Checkpointer, read_checkpoint, restore_checkpoint  # noqa: F401
 from .models import accuracy as _default_accuracy
 from .optim import NonFiniteLossError, _CurvatureOptimizer
@@ -165,6 +172,7 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
         A non-finite loss stops the run: ``diverged``/``diverged_at`` are set, later records
         are NaN, a ``RuntimeWarning`` names the step, and the last good checkpoint is kept.
     """
+    warn_if_threads_oversubscribe()
     steps = nonneg_int("steps", steps)
     if track_every is not None:
         track_every = nonneg_int("track_every", track_every, minimum=1)
