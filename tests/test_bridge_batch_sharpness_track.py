@@ -136,3 +136,45 @@ def test_checkpoint_and_resume_keep_the_batch_sharpness_records(tmp_path):
     np.testing.assert_array_equal(resumed.loss, full.loss)
     np.testing.assert_array_equal(resumed.sharpness, full.sharpness)
     np.testing.assert_array_equal(first.extra["batch_sharpness"][:10], full.extra["batch_sharpness"][:10])
+
+
+# ----------------------------------------------------------------- track=[...] by name (issue 15)
+def _tiny():
+    torch.manual_seed(0)
+    X = torch.randn(40, 5, dtype=F64)
+    Y = torch.randn(40, 2, dtype=F64)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    return model, X, Y
+
+
+def _dense(model, X, Y, kind):
+    op = B.curvature_operator(model, B.mse_loss, (X, Y), kind=kind)
+    return torch.stack([op.matvec(e) for e in torch.eye(op.dim, dtype=F64)]).numpy()
+
+
+def test_track_ggn1_and_trace_by_name():
+    """ggn1 is the top eigenvalue of the dense GGN; trace is Hutch++ of tr H (unbiased: within
+    5 standard errors of the dense trace); both at the parameters of the record."""
+    model, X, Y = _tiny()
+    G0, H0 = _dense(model, X, Y, "ggn"), _dense(model, X, Y, "hessian")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tr = B.train(model, B.mse_loss, (X, Y), opt, 10, track_every=5, track_k=1, track_tol=1e-10, progress=False,
+                 track=["lambda1", "ggn1", "trace"])
+    assert tr.params["track"] == ["lambda1", "ggn1", "trace"]
+    assert tr.extra["ggn1"][0] == pytest.approx(np.linalg.eigvalsh(G0)[-1], rel=1e-8)
+    assert abs(tr.extra["trace"][0] - np.trace(H0)) <= 5 * tr.extra["trace_se"][0] + 1e-12
+    G, H = _dense(model, X, Y, "ggn"), _dense(model, X, Y, "hessian")      # the final parameters
+    assert tr.extra["ggn1"][10] == pytest.approx(np.linalg.eigvalsh(G)[-1], rel=1e-8)
+    assert tr.sharpness[10] == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-8)
+    assert np.all(np.isnan(tr.extra["ggn1"][[1, 2, 3, 4, 6]]))            # only at tracked records
+
+
+def test_track_names_are_checked():
+    model, X, Y = _tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(ValueError, match=r"track: unknown names \['ggn2'\]; trackable"):
+        B.train(model, B.mse_loss, (X, Y), opt, 2, track=["ggn2"], progress=False)
+    with pytest.raises(ValueError, match="needs track_batch_sharpness"):
+        B.train(model, B.mse_loss, (X, Y), opt, 2, track=["batch_sharpness"], progress=False)
+    with pytest.raises(ValueError, match="needs track_every"):
+        B.train(model, B.mse_loss, (X, Y), opt, 2, track_every=None, track=["trace"], progress=False)

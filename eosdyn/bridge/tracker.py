@@ -43,7 +43,10 @@ from .hvp import HessianOperator
 from .optim import _CurvatureOptimizer
 
 MEASURED = ("sharpness", "lambda2", "gap", "preconditioned_sharpness", "residual1", "track_loss",
-            "batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi", "batch_sharpness_hvp")
+            "batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi", "batch_sharpness_hvp",
+            "ggn1", "trace", "trace_se")
+#: What a tracker measures besides λ₁ (:class:`CurvatureTracker`'s ``extras``).
+EXTRAS = ("ggn1", "trace")
 #: The keyword arguments of :func:`~eosdyn.bridge.batch_sharpness` a tracker passes on.
 BATCH_SHARPNESS_OPTIONS = ("rel_std_error", "min_batches", "max_batches", "replacement")
 
@@ -127,6 +130,12 @@ class CurvatureTracker:
         Passed to :func:`~eosdyn.bridge.batch_sharpness` (keys among
         :data:`BATCH_SHARPNESS_OPTIONS`; default: its own, relative standard error 0.5 %
         with 10 to 1000 batches).
+    extras : sequence of names among :data:`EXTRAS`
+        ``"ggn1"``: the top Gauss–Newton eigenvalue (Lanczos on
+        :func:`~eosdyn.bridge.curvature_operator` ``kind="ggn"``, warm-started; at the edge with
+        MSE it nearly equals λ₁, Cohen et al. 2021, §5); ``"trace"``: tr H by Hutch++
+        (:func:`~eosdyn.bridge.trace`, ``trace_matvecs`` products, seeded per step), with its
+        standard error ``trace_se``.
 
     Attributes
     ----------
@@ -139,7 +148,8 @@ class CurvatureTracker:
 
     def __init__(self, model, loss_fn, data, k: int = 2, tol: float | None = 1e-6,
                  max_iter: int | None = None, hvp_method: str = "auto", seed: int = 0,
-                 batch_size: int | None = None, batch_options: dict | None = None):
+                 batch_size: int | None = None, batch_options: dict | None = None, extras=(),
+                 trace_matvecs: int = 30):
         # repeated: one measurement takes many products at the same θ (the retained-graph HVP
         # on a single batch); the graph is released after each, so training never holds it
         self.operator = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
@@ -169,6 +179,19 @@ class CurvatureTracker:
         elif batch_options:
             raise ValueError("batch_options needs batch_size")
         self._hvp_method = hvp_method
+        extras = tuple(extras)
+        bad = sorted(set(extras) - set(EXTRAS))
+        if bad:
+            raise ValueError(f"extras: unknown names {bad}; allowed: {list(EXTRAS)}")
+        self.extras = extras
+        self.trace_matvecs = nonneg_int("trace_matvecs", trace_matvecs, minimum=3)
+        self._data = data
+        self.ggn_eigenvectors = None
+        self._ggn = None
+        if "ggn1" in extras:
+            from .operators import curvature_operator
+
+            self._ggn = curvature_operator(model, loss_fn, data, kind="ggn")
 
     def _top(self, matvec, k, v0, preconditioned_):
         res = _run(self.operator, matvec, k, v0, self.tol, self.max_iter, "lanczos", self.seed,
@@ -209,14 +232,35 @@ class CurvatureTracker:
             out.update(batch_sharpness=float(bs.value), batch_sharpness_lo=float(bs.ci95[0]),
                        batch_sharpness_hi=float(bs.ci95[1]), batch_sharpness_hvp=float(bs.n_hvp))
             self.n_hvp += int(bs.n_hvp)
+        if self._ggn is not None:
+            from ..curvature import top_eigenpairs
+
+            before = self._ggn.n_hvp
+            like = self._ggn.params[0].detach()
+            gres = top_eigenpairs(self._ggn.matvec, self._ggn.dim, k=1, tol=self.tol, max_iter=self.max_iter,
+                                  v0=self.ggn_eigenvectors, seed=self.seed, like=like)
+            self.ggn_eigenvectors = gres.eigenvectors[:, 0]
+            out["ggn1"] = float(gres.eigenvalues[0])
+            self.n_hvp += int(self._ggn.n_hvp - before)
+        if "trace" in self.extras:
+            from .operators import trace
+
+            tr = trace(op.model, op.loss_fn, self._data, kind="hessian", method="hutch++",
+                       n_matvecs=self.trace_matvecs, seed=batch_sharpness_seed(self.seed, step) % (2 ** 31))
+            out["trace"], out["trace_se"] = float(tr.estimate), float(tr.standard_error)
+            self.n_hvp += int(tr.n_hvp)
         return out
 
     def state_dict(self) -> dict:
         """The warm starts and the HVP count (the keys of a trainer checkpoint)."""
-        return {"v_track": self.eigenvectors, "v_pre": self.preconditioned_eigenvectors,
-                "hvp_tracking": self.n_hvp}
+        state = {"v_track": self.eigenvectors, "v_pre": self.preconditioned_eigenvectors,
+                 "hvp_tracking": self.n_hvp}
+        if self._ggn is not None:
+            state["v_ggn"] = self.ggn_eigenvectors          # the GGN warm start (extras=["ggn1"])
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.eigenvectors, self.preconditioned_eigenvectors = state["v_track"], state["v_pre"]
         self.n_hvp = int(state["hvp_tracking"])
+        self.ggn_eigenvectors = state.get("v_ggn")

@@ -50,7 +50,9 @@ from .tracker import CurvatureTracker, is_adam_like, optimizer_hvps, step_size_i
 _COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "sharpness", "lambda2", "gap",
             "preconditioned_sharpness", "residual1", "track_loss", "hvp_tracking", "hvp_optimizer",
             "time_train", "time_curvature", "batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi",
-            "batch_sharpness_hvp")
+            "batch_sharpness_hvp", "ggn1", "trace", "trace_se")
+#: What ``train(track=...)`` can record at every tracked step (λ₁ — and λ₂ with track_k ≥ 2 — always).
+TRACKABLE = ("lambda1", "ggn1", "trace", "batch_sharpness")
 _BATCH_COLUMNS = ("batch_sharpness", "batch_sharpness_lo", "batch_sharpness_hi", "batch_sharpness_hvp")
 
 
@@ -100,7 +102,8 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
           track_max_iter: int | None = None, accuracy_fn=_default_accuracy,
           checkpoint_every: int | None = None, checkpoint_path=None, resume=False,
           progress: bool | None = None, hvp_method: str = "auto", seed: int = 0,
-          track_batch_sharpness: int | None = None, batch_sharpness_options: dict | None = None) -> Trajectory:
+          track_batch_sharpness: int | None = None, batch_sharpness_options: dict | None = None,
+          track=("lambda1",)) -> Trajectory:
     """Train ``model`` for ``steps`` optimizer steps, tracking curvature; return a Trajectory.
 
     Parameters
@@ -143,6 +146,12 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     hvp_method, seed
         HVP method of the tracker, seed of its first Lanczos start and of the batch-sharpness
         batches (see :class:`~eosdyn.bridge.tracker.CurvatureTracker`).
+    track : sequence of names among :data:`TRACKABLE`, default ("lambda1",)
+        What to record at every tracked step besides λ₁ (always measured): ``"ggn1"``, the
+        top Gauss–Newton eigenvalue (``extra["ggn1"]``; Cohen et al. note it nearly equals λ₁
+        at the edge with MSE), ``"trace"``, tr H by Hutch++ (``extra["trace"]``, ``"trace_se"``),
+        ``"batch_sharpness"`` (needs ``track_batch_sharpness``). Their HVPs count in
+        ``hvp_tracking``.
     track_batch_sharpness : int in [1, n], optional
         At every tracked record t also measure the batch sharpness
         E_B[g_Bᵀ H_B g_B / ‖g_B‖²] for batches B of this many examples drawn uniformly from
@@ -187,6 +196,17 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     n_params = sum(p.numel() for p in trainable_parameters(model))
     if track_every is not None and track_k > n_params:
         raise ValueError(f"track_k must be in [1, number of trainable parameters] = [1, {n_params}], got {track_k}")
+    track_names = (track,) if isinstance(track, str) else tuple(track)
+    bad = sorted(set(track_names) - set(TRACKABLE))
+    if bad:
+        raise ValueError(f"track: unknown names {bad}; trackable: {list(TRACKABLE)}")
+    if "batch_sharpness" in track_names and track_batch_sharpness is None:
+        raise ValueError("track=['batch_sharpness'] needs track_batch_sharpness=B (the batch size)")
+    if track_batch_sharpness is not None and "batch_sharpness" not in track_names:
+        track_names = (*track_names, "batch_sharpness")
+    extras = tuple(n for n in track_names if n in ("ggn1", "trace"))
+    if extras and track_every is None:
+        raise ValueError(f"track={list(track_names)} needs track_every (the records at which it is measured)")
     if track_batch_sharpness is not None:
         if isinstance(track_batch_sharpness, bool) or not isinstance(track_batch_sharpness, (int, np.integer)):
             raise TypeError(f"track_batch_sharpness must be an integer batch size or None, "
@@ -222,7 +242,8 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     if track_every is not None:
         tracker = CurvatureTracker(model, loss_fn, data if track_data is None else track_data, k=track_k,
                                    tol=track_tol, max_iter=track_max_iter, hvp_method=hvp_method, seed=seed,
-                                   batch_size=track_batch_sharpness, batch_options=batch_sharpness_options)
+                                   batch_size=track_batch_sharpness, batch_options=batch_sharpness_options,
+                                   extras=extras)
     loop = _Loop(model, loss_fn, optimizer, accuracy_fn, stream, steps, tracker, track_every, checkpointer)
     if resume_path is not None:
         loop.resume(resume_path)
@@ -248,8 +269,9 @@ def train(model, loss_fn, data, optimizer, steps: int, track_every: int | None =
     if loop.ours:
         params_rec.update(curvature_every=optimizer.curvature_every,
                           lanczos_steps=optimizer.lanczos_steps, curvature_k=optimizer.curvature_k)
+    params_rec["track"] = list(track_names)
     return _trajectory(loop.rec, steps, track_k, is_adam_like(optimizer), loop.diverged_at, params_rec,
-                       track_batch_sharpness is not None)
+                       track_batch_sharpness is not None, extras)
 
 
 class _Loop:
@@ -286,6 +308,8 @@ class _Loop:
         n_done = len(ck["records"]["loss"])  # a checkpoint without the batch-sharpness columns: NaN there
         self.rec = {c: list(ck["records"][c]) if c in ck["records"] else [float("nan")] * n_done for c in _COLUMNS}
         self.untracked = {k: ck[k] for k in self.untracked}
+        if "v_ggn" in ck:                      # the GGN warm start (track=["ggn1"])
+            self.untracked["v_ggn"] = ck["v_ggn"]
         if self.tracker is not None:
             self.tracker.load_state_dict(self.untracked)
         self.time_train, self.time_curvature = float(ck["time_train"]), float(ck["time_curvature"])
@@ -422,7 +446,8 @@ def _closure(model, loss_fn, optimizer, x, y, t, captured, forward_only):
     return closure
 
 
-def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec, batch_tracked=False) -> Trajectory:
+def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec, batch_tracked=False,
+                tracked_extras=()) -> Trajectory:
     """The records as a Trajectory of steps + 1 rows (NaN after a divergence)."""
     n_rec = steps + 1
     arrays = {}
@@ -434,6 +459,9 @@ def _trajectory(rec, steps, track_k, adam_like, diverged_at, params_rec, batch_t
                                     "hvp_optimizer", "time_train", "time_curvature")}
     if batch_tracked:
         extra.update({c: arrays[c] for c in _BATCH_COLUMNS})
+    for c, names in (("ggn1", ("ggn1",)), ("trace", ("trace", "trace_se"))):
+        if c in tracked_extras:
+            extra.update({n: arrays[n] for n in names})
     return Trajectory(
         step=np.arange(n_rec), loss=arrays["loss"], theta=None, grad_norm=arrays["grad_norm"],
         sharpness=arrays["sharpness"], lambda2=arrays["lambda2"] if track_k > 1 else None,
