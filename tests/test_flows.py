@@ -438,3 +438,30 @@ def test_cli_flow_refuses_an_uncovered_rule(capsys):
     rc = main(["flow", "--loss", "quadratic:eigs=10,1", "--rule", "hb:lr=0.1", "--steps", "10"])
     assert rc == 1
     assert "do not cover HeavyBall" in capsys.readouterr().err
+
+
+def test_torch_self_stabilization_equals_the_toy():
+    """The exact toy written as a torch module: bridge.self_stabilization (Lanczos, autograd third
+    derivatives) gives the toy's θ†, α, β and (x, y) to rounding."""
+    import torch
+
+    from eosdyn import bridge
+
+    class Toy(torch.nn.Module):
+        def __init__(self, x, y, g):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.tensor([x], dtype=torch.float64))
+            self.y = torch.nn.Parameter(torch.tensor([y], dtype=torch.float64))
+            self.g = g
+
+        def forward(self, X):
+            return (0.5 * self.y * self.x ** 2 - self.g * self.y).sum()
+
+    eta, g = 0.01, 0.5
+    zeros = torch.zeros(1, 1, dtype=torch.float64)
+    r_t = bridge.self_stabilization(Toy(0.5, 2 / eta - 1.0, g), lambda out, y: out, (zeros, zeros), eta, 400,
+                                    sharpness_every=1)
+    r = flows.self_stabilization(_toy(g), eta, [0.5, 2 / eta - 1.0], 400)
+    for k in ("x_gd", "y_gd", "x_pred", "y_pred", "sharpness_dagger", "alpha", "beta"):
+        np.testing.assert_allclose(r_t.extra[k], r.extra[k], rtol=0, atol=1e-12, err_msg=k)
+    np.testing.assert_allclose(r_t.sharpness, r.sharpness, rtol=1e-10)

@@ -29,18 +29,18 @@ Everything runs on the model's own device and dtype; nothing is hard-wired to CU
 from .checkpoint import Checkpointer
 from .curvature import SharpnessResult, batch_sharpness, preconditioned_sharpness, sharpness
 from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
-from .flows import central_flow, discrete_trajectory, gd_trajectory, gradient_flow, stable_flow
+from .flows import central_flow, discrete_trajectory, gd_trajectory, gradient_flow, self_stabilization, stable_flow
 from .hvp import HessianOperator, HVPInfo, hvp
 from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
 from .operators import (
-    BlockSharpness,
-    CurvatureOperator,
-    ModelSpectralDensity,
-    ModelTrace,
-    curvature_operator,
-    layer_sharpness,
-    spectral_density,
-    trace,
+                    BlockSharpness,
+                    CurvatureOperator,
+                    ModelSpectralDensity,
+                    ModelTrace,
+                    curvature_operator,
+                    layer_sharpness,
+                    spectral_density,
+                    trace,
 )
 from .optim import DCAO, EoSAda, NonFiniteLossError
 from .probe import Probe
@@ -48,7 +48,7 @@ from .tracker import CurvatureTracker
 from .train import train
 
 __all__ = [
-    "central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory",
+    "central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory", "self_stabilization",
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
     "batch_sharpness",
     "EoSAda", "DCAO", "Probe", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",

@@ -26,7 +26,8 @@ from .._validate import positive, step_count
 from ..flows.central import _check_common, _past_edge_error, integrate
 from ..sim.results import Trajectory
 
-__all__ = ["central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory", "ModelObjective"]
+__all__ = ["central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory", "self_stabilization",
+           "ModelObjective"]
 
 
 class ModelObjective:
@@ -321,3 +322,50 @@ def discrete_trajectory(model, loss_fn, data, rule, steps, *, sharpness_every=0,
     return Trajectory(step=np.arange(R), loss=loss, theta=theta, sharpness=sharp, diverged=at >= 0,
                       diverged_at=at, params={"rule": fr.name, "lr": fr.lr}, extra=extra,
                       final_theta=theta[max(at - 1, 0) if at >= 0 else steps].copy(), status=status)
+
+
+class _ModelSelfStabOps:
+    """:func:`eosdyn.flows.selfstab.run_self_stabilization`'s operations on a torch model."""
+
+    def __init__(self, model, loss_fn, data, sharpness_every, eig_tol, seed):
+        self.dagger = ModelObjective(model, loss_fn, data, eig_tol=eig_tol, seed=seed)
+        self.dagger.max_tracked = 2
+        self.gd = ModelObjective(model, loss_fn, data, eig_tol=eig_tol, seed=seed)
+        self.gd.max_tracked = 2
+        self.dim = self.dagger.dim
+        self.every = sharpness_every
+
+    def value(self, th):
+        return self.dagger.value(th)
+
+    def grad(self, th):
+        return self.dagger.grad(th)
+
+    def sharpness(self, th, t):
+        if not self.every or t % self.every:
+            return float("nan")
+        lam, *_ = self.gd.eig(th, np.ones(self.dim), np.inf, True)
+        return float(lam[0])
+
+    def geometry(self, th):
+        lam, *_ = self.dagger.eig(th, np.ones(self.dim), np.inf, True)
+        u = self.dagger._Z[:, 0].copy()
+        return float(lam[0]), u, self.dagger.grad(th), self.dagger.third(th, u, u)
+
+
+def self_stabilization(model, loss_fn, data, lr, steps, *, projections=3, sharpness_every=10, eig_tol=1e-6,
+                       seed=0) -> Trajectory:
+    """:func:`eosdyn.flows.self_stabilization` on a torch model (full batch): GD from the model's
+    parameters, the constrained trajectory θ† (projected GD onto {S ≤ 2/η, ∇L·u = 0}) and the
+    reduced (x, y) prediction of Damian, Nichani & Lee (ICLR 2023). The top eigenpair of θ†
+    is warm-started from the last step's vector; GD's own sharpness is recorded every
+    ``sharpness_every`` steps (0: never). The model is not modified.
+    """
+    lr = positive("lr", lr)
+    steps = step_count("steps", steps)
+    from ..flows.selfstab import run_self_stabilization
+
+    ops = _ModelSelfStabOps(model, loss_fn, data, sharpness_every, eig_tol, seed)
+    th = ops.dagger.flat_parameters()
+    return run_self_stabilization(ops, lr, th, steps, int(projections),
+                                  {"model": type(model).__name__, "dim": ops.dim})

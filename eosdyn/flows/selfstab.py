@@ -97,20 +97,48 @@ def self_stabilization(loss, lr, theta0, steps, *, projections=3) -> Trajectory:
         loss.third_derivative(th, np.eye(loss.dim)[0], np.eye(loss.dim)[0])
     except TypeError as exc:
         raise TypeError(f"self_stabilization needs third derivatives: {exc}") from None
+    ops = _LossOps(loss)
+    return run_self_stabilization(ops, eta, th, steps, projections, {"loss": repr(loss)})
+
+
+class _LossOps:
+    """What :func:`run_self_stabilization` needs, from a toy loss (dense Hessians)."""
+
+    def __init__(self, loss):
+        self.loss, self.dim = loss, loss.dim
+
+    def value(self, th):
+        return self.loss.value(th)
+
+    def grad(self, th):
+        return self.loss.grad(th)
+
+    def sharpness(self, th, t):
+        return self.loss.sharpness(th)
+
+    def geometry(self, th):
+        return _geometry(self.loss, th)[:4]
+
+
+def run_self_stabilization(ops, eta, th, steps, projections, params) -> Trajectory:
+    """The loop of :func:`self_stabilization` over ``ops`` (``dim``, ``value``, ``grad``,
+    ``sharpness(θ, t)`` (NaN allowed), ``geometry(θ) -> (S, u, ∇L, ∇S)``): toy losses and torch
+    models (:func:`eosdyn.bridge.self_stabilization`) share it."""
     R = steps + 1
-    d = loss.dim
+    d = ops.dim
     names = ("loss", "sharpness", "loss_dagger", "sharpness_dagger", "alpha", "beta", "delta_sq",
              "x_pred", "y_pred", "x_gd", "y_gd", "predicted_loss")
     rec = {n: np.full(R, np.nan) for n in names}
     theta = np.full((R, d), np.nan)
     dagger = np.full((R, d), np.nan)
-    td = project_to_stable_set(loss, eta, th, iterations=projections)
+    td = project_to_stable_set(ops.geometry, eta, th, iterations=projections)
     x = y = None
     u_ref = None
     status, diverged_at = "ok", -1
     for t in range(R):
         try:
-            S, u, g, dS, dS_perp = _geometry(loss, td)
+            S, u, g, dS = ops.geometry(td)
+            dS_perp = dS - u * float(u @ dS)
             alpha = -float(g @ dS_perp)
             beta = float(dS_perp @ dS_perp)
             if u_ref is not None and float(u @ u_ref) < 0.0:
@@ -121,9 +149,9 @@ def self_stabilization(loss, lr, theta0, steps, *, projections=3) -> Trajectory:
             if x is None and (2.0 / eta) * (1.0 - 1e-9) <= S:
                 x, y = xg, yg                # the reduced system holds once θ† is on the edge
             theta[t], dagger[t] = th, td
-            Lt = loss.value(th)
-            Ld = loss.value(td)
-            rec["loss"][t], rec["sharpness"][t] = Lt, loss.sharpness(th)
+            Lt = ops.value(th)
+            Ld = ops.value(td)
+            rec["loss"][t], rec["sharpness"][t] = Lt, ops.sharpness(th, t)
             rec["loss_dagger"][t], rec["sharpness_dagger"][t] = Ld, S
             rec["alpha"][t], rec["beta"][t] = alpha, beta
             rec["delta_sq"][t] = 2.0 * alpha / beta if beta > 0 else np.nan
@@ -135,8 +163,8 @@ def self_stabilization(loss, lr, theta0, steps, *, projections=3) -> Trajectory:
                 break
             if x is not None:
                 x, y = -(1.0 + eta * y) * x, y + eta * (alpha - beta * x * x / 2.0)
-            th = th - eta * loss.grad(th)
-            td = project_to_stable_set(loss, eta, td - eta * loss.grad(td), iterations=projections)
+            th = th - eta * ops.grad(th)
+            td = project_to_stable_set(ops.geometry, eta, td - eta * ops.grad(td), iterations=projections)
             ok_xy = x is None or (math.isfinite(x) and math.isfinite(y))
             if not (np.all(np.isfinite(th)) and np.all(np.isfinite(td)) and ok_xy):
                 raise FloatingPointError("non-finite iterate")
@@ -148,8 +176,7 @@ def self_stabilization(loss, lr, theta0, steps, *, projections=3) -> Trajectory:
     last = diverged_at - 1 if diverged_at >= 0 else steps
     return Trajectory(step=np.arange(R), loss=rec["loss"], theta=theta, sharpness=rec["sharpness"],
                       diverged=diverged_at >= 0, diverged_at=diverged_at, extra=extra,
-                      params={"flow": "self_stabilization", "lr": eta, "projections": projections,
-                              "loss": repr(loss)},
+                      params={"flow": "self_stabilization", "lr": eta, "projections": projections, **params},
                       final_theta=theta[max(last, 0)].copy(), status=status)
 
 
