@@ -215,6 +215,8 @@ def test_fig10_self_stabilization(outdir):
     assert abs(d["mean_sharpness"] * d["lr"] / 2 - 1) < 0.01        # S averages 2/η
     assert d["max_prediction_error"] < 1e-8                         # the reduced system is GD on this toy
     assert d["central_flow_sigma_sq"] == pytest.approx(2 * d["g"], rel=1e-6)
+    assert d["mlp_status"] == "ok"
+    assert abs(d["mlp_mean_x_sq"] / d["mlp_mean_delta_sq"] - 1) < 0.10    # δ² = 2α/β on a network too
 
 
 # ----------------------------------------------------------------------------- plot helpers
@@ -250,7 +252,7 @@ def test_registry():
         assert tuple(getattr(mod, "NEEDS", ())) == f.needs
         assert mod.__doc__ and len(mod.__doc__) > 200
     assert {f.name for f in FIGURES if "torch" in f.needs} == {"sharpness-net", "eosada", "dcao", "central-flow",
-                                                                  "edge-of-stochastic-stability"}
+                                                                  "edge-of-stochastic-stability", "self-stabilization"}
 
 
 # ----------------------------------------------------------------------------- registry on scratch scripts

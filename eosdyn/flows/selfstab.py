@@ -134,6 +134,7 @@ def run_self_stabilization(ops, eta, th, steps, projections, params) -> Trajecto
     td = project_to_stable_set(ops.geometry, eta, th, iterations=projections)
     x = y = None
     u_ref = None
+    stopped, stopped_at = False, -1
     status, diverged_at = "ok", -1
     for t in range(R):
         try:
@@ -156,17 +157,21 @@ def run_self_stabilization(ops, eta, th, steps, projections, params) -> Trajecto
             rec["alpha"][t], rec["beta"][t] = alpha, beta
             rec["delta_sq"][t] = 2.0 * alpha / beta if beta > 0 else np.nan
             rec["x_gd"][t], rec["y_gd"][t] = xg, yg
-            if x is not None:
+            if x is not None and not stopped:
                 rec["x_pred"][t], rec["y_pred"][t] = x, y
                 rec["predicted_loss"][t] = Ld + x * x / eta
             if t == steps:
                 break
-            if x is not None:
-                x, y = -(1.0 + eta * y) * x, y + eta * (alpha - beta * x * x / 2.0)
+            if x is not None and not stopped:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    x, y = -(1.0 + eta * y) * x, y + eta * (alpha - beta * x * x / 2.0)
+                if not (math.isfinite(x) and math.isfinite(y) and abs(x) < 1e150):
+                    # the reduced system is a local model: where it leaves its range (an overflow,
+                    # possible off the exact toy), the prediction stops; GD and θ† go on
+                    stopped, stopped_at = True, t + 1
             th = th - eta * ops.grad(th)
             td = project_to_stable_set(ops.geometry, eta, td - eta * ops.grad(td), iterations=projections)
-            ok_xy = x is None or (math.isfinite(x) and math.isfinite(y))
-            if not (np.all(np.isfinite(th)) and np.all(np.isfinite(td)) and ok_xy):
+            if not (np.all(np.isfinite(th)) and np.all(np.isfinite(td))):
                 raise FloatingPointError("non-finite iterate")
         except (FloatingPointError, ValueError, np.linalg.LinAlgError, OverflowError) as exc:
             status, diverged_at = f"diverged: {exc}", t
@@ -176,7 +181,8 @@ def run_self_stabilization(ops, eta, th, steps, projections, params) -> Trajecto
     last = diverged_at - 1 if diverged_at >= 0 else steps
     return Trajectory(step=np.arange(R), loss=rec["loss"], theta=theta, sharpness=rec["sharpness"],
                       diverged=diverged_at >= 0, diverged_at=diverged_at, extra=extra,
-                      params={"flow": "self_stabilization", "lr": eta, "projections": projections, **params},
+                      params={"flow": "self_stabilization", "lr": eta, "projections": projections,
+                              "prediction_stopped_at": stopped_at, **params},
                       final_theta=theta[max(last, 0)].copy(), status=status)
 
 
