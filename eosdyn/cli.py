@@ -104,10 +104,9 @@ def _edge_of(rule, lr_used):
     return f"{c:.6g}/η{on}", c / lr_used
 
 
-def cmd_flow(args) -> int:
-    import eosdyn
-    from eosdyn import flows
-
+def _loss_rule_start(args):
+    """(loss, rule, θ₀) from --loss, --rule and --theta0 (d numbers, or one for all; default the
+    loss's standard start)."""
     ls = _loss_spec(args.loss)
     rule = _rule(args.rule)
     loss = ls.loss
@@ -116,6 +115,14 @@ def cmd_flow(args) -> int:
         theta0 = np.full(loss.dim, theta0[0])
     if theta0.shape[0] != loss.dim:
         raise UsageError(f"--theta0 must have {loss.dim} numbers (the loss's dimension), got {theta0.shape[0]}")
+    return loss, rule, theta0
+
+
+def cmd_flow(args) -> int:
+    import eosdyn
+    from eosdyn import flows
+
+    loss, rule, theta0 = _loss_rule_start(args)
     if args.steps < 1:
         raise UsageError("--steps must be >= 1")
     if args.substeps < 1:
@@ -159,14 +166,7 @@ def cmd_flow(args) -> int:
 def cmd_simulate(args) -> int:
     import eosdyn
 
-    ls = _loss_spec(args.loss)
-    rule = _rule(args.rule)
-    loss = ls.loss
-    theta0 = _floats(args.theta0, "--theta0") if args.theta0 else ls.theta0
-    if theta0.shape[0] == 1 and loss.dim > 1 and args.theta0:
-        theta0 = np.full(loss.dim, theta0[0])
-    if theta0.shape[0] != loss.dim:
-        raise UsageError(f"--theta0 must have {loss.dim} numbers (the loss's dimension), got {theta0.shape[0]}")
+    loss, rule, theta0 = _loss_rule_start(args)
     if args.steps < 0:
         raise UsageError("--steps must be >= 0")
     if args.record_every < 1:
