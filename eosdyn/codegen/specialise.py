@@ -66,6 +66,19 @@ def import_path(fn):
     return py.__module__, py.__qualname__
 
 
+def plain_import_path(fn):
+    """(module, name) of the *plain* Python function that dispatcher ``fn`` jit-wraps, when that
+    function (not a dispatcher) is what the module holds: a user's ``def f(theta): ...`` that
+    eosdyn wrapped with ``njit`` itself (e.g. :class:`eosdyn.sde.CallableNoise`). Else None."""
+    py = getattr(fn, "py_func", None)
+    if py is None or "<locals>" in getattr(py, "__qualname__", "<locals>"):
+        return None
+    mod = sys.modules.get(py.__module__)
+    if mod is None or getattr(mod, py.__qualname__, None) is not py:
+        return None
+    return py.__module__, py.__qualname__
+
+
 def _describe(f) -> str:
     py = getattr(f, "py_func", f)
     return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(f))}"
@@ -83,6 +96,10 @@ def _bind(functions):
         how, inner = DERIVED.get(id(f), (None, None))
         target = inner if how else f
         path = import_path(target)
+        wrap = False
+        if path is None and not how:
+            path = plain_import_path(target)
+            wrap = path is not None
         if path is None:
             raise NotSpecialisable(f"slot {name!r} is {_describe(target)}, which cannot be imported by name "
                                    "(a closure or a function defined inside another)")
@@ -93,6 +110,10 @@ def _bind(functions):
         if how:  # re-derive the closure as module-level code
             imports.append(f"from {path[0]} import {path[1]} as _inner_{name}")
             extra.append(_DERIVED_SOURCE[how].format(name=name))
+        elif wrap:  # a plain function: jit it here, with numba's disk cache (keyed on its own file)
+            imports.append(f"from {path[0]} import {path[1]} as _py_{name}")
+            imports.append("from numba import njit as _njit")
+            extra.append(f"{name} = _njit(cache=True)(_py_{name})")
         else:
             imports.append(f"from {path[0]} import {path[1]} as {name}")
     return imports, extra, deps
