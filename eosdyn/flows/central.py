@@ -199,7 +199,9 @@ class _ToyObjective:
         lam, Z = lam[::-1], Z[:, ::-1]
         keep = lam >= track_above
         U = Z[:, keep] * s[:, None]
-        return lam, lam[keep], U, float(np.linalg.eigvalsh(H)[-1])
+        # λ₁(H) itself: read off the generalized problem when P is a multiple of I (GD)
+        sharp = float(lam[0] * p[0]) if np.ptp(p) == 0 else float(np.linalg.eigvalsh(H)[-1])
+        return lam, lam[keep], U, sharp
 
 
 # --------------------------------------------------------------------------------------
@@ -359,9 +361,7 @@ def integrate(kind, obj, fr, w, steps, substeps, track_above, nu0, max_tracked, 
             n_sub = substeps
             if not central:                      # Euler stability of the stiff stable flow (authors: ceil(λ/0.5))
                 n_sub = max(substeps, int(math.ceil(sub.lam_all[0] / 0.5)))
-            dt = 1.0 / n_sub
-            if n_sub != substeps:
-                sub = _substep(obj, fr, w, s, dt, central, track_above)
+            dt = 1.0 / n_sub     # only the stable flow changes n_sub, and its drift does not depend on dt
             for j in range(n_sub):
                 if j:   # later substeps may refine the step's eigenvectors instead of recomputing them
                     sub = _substep(obj, fr, w, s, dt, central, track_above, refresh=False)

@@ -90,7 +90,7 @@ def compare(gd, *flows, names=None, sigma=5.0, window=None) -> FlowComparison:
             diff = gd.theta[:R] - wf
             good = np.all(np.isfinite(diff), axis=1)
             if good.sum() >= 2:
-                _, _, Vt = np.linalg.svd(diff[good] - 0.0, full_matrices=False)
+                _, _, Vt = np.linalg.svd(diff[good], full_matrices=False)
                 proj = diff @ Vt[0]
                 out.sigma_sq_measured[name] = smooth(np.where(np.isfinite(proj), proj, 0.0) ** 2, sigma)
         sl = slice(lo, hi + 1)
