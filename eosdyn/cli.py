@@ -88,7 +88,11 @@ def _spec_help() -> str:
     from .specs import describe_losses, describe_rules
 
     return ("spec grammar: NAME:key=value,key=value; a list continues until the next key= "
-            "(eigs=10,1 or eigs=[10,1] or 'eigs=10 1'); ';' may also separate parameters.\n\n"
+            "(eigs=10,1 or eigs=[10,1] or 'eigs=10 1'); ';' may also separate parameters. "
+            "A text value (sympy's expr) is kept verbatim, spaces included, up to the next ,KEY=: "
+            "quote the whole spec for the shell, e.g. --loss \"sympy:expr=x**2 + 3*y**2,vars=x y\" "
+            "(quote the expression itself, expr='...', only if it has a comma outside brackets). "
+            "Expressions are parsed by sympy's whitelisted parser, never evaluated.\n\n"
             "losses:\n" + describe_losses() + "\n\nrules:\n" + describe_rules())
 
 

@@ -28,6 +28,13 @@ better (``eigs=10,1;center=0,0``). A value in double or single quotes is kept as
 string, commas included (``sympy:expr="(x*y-1)**2/2",vars=x y``). Keys are
 case-insensitive and ``-`` in a key means ``_``.
 
+A **text** parameter (kind ``str``: the sympy loss's ``expr``) takes its value verbatim, up
+to the next ``,KEY=`` or ``;``: it is never split at spaces or turned into a number, so
+``sympy:expr=x**2 + 3*y**2,vars=x y`` is the expression ``x**2 + 3*y**2`` (quote the whole
+spec in the shell: ``--loss "sympy:expr=x**2 + 3*y**2,vars=x y"``). Quote the expression
+itself only if it contains a comma outside brackets or a ``;``. The text is then parsed
+by sympy's whitelisted parser (:func:`eosdyn.losses.from_sympy`), never evaluated.
+
 Each parameter has a kind (float, int, bool, str, list of floats, …) and its default is
 read from the class constructor, so the help text never disagrees with the code. A
 bad spec — unknown name, unknown or missing parameter, a value of the wrong kind, or
@@ -141,6 +148,22 @@ def parse_spec(text: str) -> tuple[str, dict]:
     Raises :class:`SpecError` for an empty name, a piece that is neither ``KEY=value``
     nor the continuation of a list, or a key given twice.
     """
+    name, params, _ = _parse(text)
+    return name, params
+
+
+def _text_value(raw: str) -> str:
+    """The value of a text parameter (kind ``str``, e.g. a sympy expression): the raw text after
+    ``KEY=`` with its outer whitespace stripped and one pair of enclosing quotes removed. Spaces
+    inside are kept (``expr=x**2 + 3*y**2``), and nothing is split or converted."""
+    v = raw.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+        return v[1:-1]
+    return v
+
+
+def _parse(text: str) -> tuple[str, dict, dict]:
+    """(name, parsed values, raw value texts) of a spec; see :func:`parse_spec`."""
     if not isinstance(text, str):
         raise SpecError(f"a spec must be a string like 'gd:lr=0.1', got {type(text).__name__}")
     name, sep, rest = text.strip().partition(":")
@@ -176,7 +199,7 @@ def parse_spec(text: str) -> tuple[str, dict]:
         if raw[key].strip() == "":
             raise SpecError(f"parameter {key!r} has no value in spec {text!r}")
         params[key] = _value(raw[key])
-    return name, params
+    return name, params, raw
 
 
 def _fmt_item(v) -> str:
@@ -293,7 +316,7 @@ def _coerce(entry_kind: str, entry: Entry, p: Param, value, spec: str):
 
 
 def _resolve(table: dict, kind: str, text: str, *, skip_required: tuple = ()) -> tuple[Entry, dict]:
-    name, params = parse_spec(text)
+    name, params, raw = _parse(text)
     entry = _lookup(table, kind, name, text)
     out = {}
     for key, value in params.items():
@@ -304,6 +327,8 @@ def _resolve(table: dict, kind: str, text: str, *, skip_required: tuple = ()) ->
                             f"{', '.join(q.describe() for q in entry.params) or 'none'}")
         if p.name in out:
             raise SpecError(f"parameter {p.name!r} is given twice (through an alias) in spec {text!r}")
+        if p.kind == "str":  # text is taken verbatim: spaces kept, not split into a list
+            value = _text_value(raw[key])
         out[p.name] = _coerce(kind, entry, p, value, text)
     for p in entry.params:
         if p.required and p.name not in out and p.name not in skip_required:

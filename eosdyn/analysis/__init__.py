@@ -23,7 +23,14 @@ is the edge, and what happens past it.
   :func:`convergence_fraction` — the critical step size 2/min_M λ_max of linear networks
   (Crăciun & Ghoshdastidar 2024) and its empirical check.
 """
-from .bifurcation import BifurcationResult, DoublingResult, bifurcation_diagram, detect_period, period_doubling_points
+from .bifurcation import (
+                          BifurcationResult,
+                          DoublingResult,
+                          bifurcation_diagram,
+                          detect_period,
+                          iterate_map,
+                          period_doubling_points,
+)
 from .fixed_points import FixedPointResult, Orbit, fixed_points, gd_fixed_points, periodic_orbits
 from .linear_networks import (
                           ConvergenceCurve,
@@ -39,9 +46,11 @@ from .phase import (
                           BASIN_DIVERGED,
                           BASIN_UNDECIDED,
                           Nullclines,
+                          OrbitsResult,
                           VectorField,
                           basins,
                           displacement_field,
+                          frozen_state,
                           nullclines,
                           orbits,
 )
@@ -80,7 +89,9 @@ __all__ = [
     "fixed_points", "gd_fixed_points", "periodic_orbits", "FixedPointResult", "Orbit",
     "lyapunov_spectrum", "lyapunov_spectrum_rule", "LyapunovResult",
     "bifurcation_diagram", "detect_period", "period_doubling_points", "BifurcationResult", "DoublingResult",
-    "displacement_field", "nullclines", "basins", "orbits", "VectorField", "Nullclines",
+    "iterate_map",
+    "displacement_field", "nullclines", "basins", "orbits", "VectorField", "Nullclines", "OrbitsResult",
+    "frozen_state",
     "BASIN_DIVERGED", "BASIN_UNDECIDED",
     "oscillation_spectrum", "OscillationSpectrum",
     "stationary_covariance", "stationary_variance_per_mode",

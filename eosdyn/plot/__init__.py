@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .helpers import basins, bifurcation, phase_plane, sharpness
+
 __all__ = [
+    "bifurcation", "phase_plane", "basins", "sharpness",
     "run_figure", "figure_main",
     "COLORS", "color", "RC", "DPI", "SIZES", "new_figure", "edge_line", "seed_band", "mark_threshold",
     "savefig", "to_jsonable", "figure_parser", "progress", "claim", "panel_label", "mean_sd",
