@@ -29,8 +29,20 @@ executor needs no optional package; a result NetCDF-3 cannot hold losslessly
 (int64 beyond int32, unsigned integers, ...) falls back to NetCDF-4 through the
 ``netCDF4`` library when it is installed. Writing one small Zarr group per point
 took ~20 ms against ~0.5 ms for NetCDF-3 bytes, which matters for a < 5 %
-scheduling overhead; the assembled dataset can be saved with ``ds.to_zarr`` (or
-``to_netcdf``) once the sweep is done.
+scheduling overhead.
+
+Why store names carry no ``.zarr`` suffix (the default is ``runs/sweep``): the store
+is not a Zarr store, and ``xr.open_zarr(STORE)`` fails on it, so the suffix promised
+what it is not. Making it one as well was weighed and rejected: a consolidated Zarr
+copy written after each run would (1) need ``zarr``, an optional dependency, for
+every sweep; (2) hold every result twice; (3) be many files that no rename makes
+appear at once, so a kill while it is written leaves a second, stale or half-written
+copy beside the per-point files that are the truth. Instead :func:`eosdyn.sweep.load`
+assembles the dataset from the verified per-point files, and
+``load(STORE).to_zarr("result.zarr")`` (or ``to_netcdf``) makes a real Zarr (or
+NetCDF) file when one is wanted. The format does not depend on the directory's name:
+stores created under ``*.zarr`` names by earlier versions are read, resumed and
+checked as before.
 """
 from __future__ import annotations
 

@@ -3,15 +3,19 @@
 A config file::
 
     fn = "eosdyn.sweep.examples:noisy_gd_quadratic"   # "module:function"
-    store = "runs/eta_sigma.zarr"    # relative paths are relative to this file
+    store = "runs/eta_sigma"         # relative paths are relative to this file
     n_workers = 2                    # optional; default one per core
     retry_failed = true              # optional
+    max_in_flight = 8                # optional
     # client = "tcp://10.0.0.5:8786" # optional: a dask scheduler (eosdyn[distributed])
 
     [grid]                           # Cartesian grid ...
     eta = [0.5, 1.0, 1.5, 1.9, 2.1]
     sigma = { linspace = [0.0, 0.2, 5] }   # also { logspace = [a, b, n] }, { range = [a, b, step] }
     seed = { range = [0, 4] }
+
+    [dims]                           # optional: names of the dimensions of array results
+    loss = ["step"]
 
     # ... or an explicit list of points instead of [grid]:
     # [[points]]
@@ -42,7 +46,8 @@ from .core import status, sweep
 
 __all__ = ["run_config", "read_config", "format_status", "sweep_cli_main"]
 
-_KEYS = {"fn", "store", "n_workers", "retry_failed", "client", "grid", "points", "mp_context"}
+_KEYS = {"fn", "store", "n_workers", "retry_failed", "client", "grid", "points", "mp_context", "dims",
+         "max_in_flight"}
 
 
 def _expand(name: str, spec):
@@ -127,7 +132,7 @@ def read_config(path) -> dict:
     if not store.is_absolute():
         store = base / store
     kw = {"fn": import_fn(cfg["fn"]), "grid": grid, "store": store}
-    for key in ("n_workers", "retry_failed", "mp_context"):
+    for key in ("n_workers", "retry_failed", "mp_context", "dims", "max_in_flight"):
         if key in cfg:
             kw[key] = cfg[key]
     if "client" in cfg:
@@ -191,7 +196,7 @@ def sweep_cli_main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"eosdyn sweep: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # sweep() has printed "k/N points done; rerun ... to resume"
+    except KeyboardInterrupt:  # sweep() has printed "k/N points done; rerun the same command to resume"
         return 130
     st = status(ds.attrs["sweep_store"])
     print(format_status(st))

@@ -2,39 +2,86 @@
 
 Execution
 ---------
-* ``client=None, n_workers=1``: every point runs in this process, one after the
+``sweep(fn, grid, store, executor=...)`` runs the points on any executor: an object
+with ``submit(f, *args)`` returning a future with ``done()`` and ``result()``, which is
+what :class:`concurrent.futures.Executor` defines and what the executors the field
+uses provide:
+
+* ``executor=None, n_workers=1``: every point runs in this process, one after the
   other; ``fn`` may use all cores itself (numba ``prange`` ensembles, BLAS).
-* ``client=None, n_workers=k > 1`` (default ``k`` = the cores this process may use):
-  a :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method.
-  ``spawn`` is chosen over ``fork`` because forking a parent that already runs
-  numba/OpenMP/torch thread pools can deadlock the children. The cost: ``fn`` must be
-  importable by the workers (defined in a module, or in the ``__main__`` of a script
-  guarded by ``if __name__ == "__main__"``). In a notebook pass
-  ``mp_context="fork"`` or ``n_workers=1``. Each worker limits numba to
-  ``max(1, cores // k)`` threads so that k workers do not oversubscribe the cores.
+* ``executor=None, n_workers=k > 1`` (the default, ``k`` = the cores this process may
+  use): a local :class:`concurrent.futures.ProcessPoolExecutor` that the sweep owns,
+  with the ``forkserver`` start method where there is one (Linux, macOS), else
+  ``spawn``. Not ``fork``: forking a parent that already runs numba/OpenMP/torch
+  thread pools can deadlock the children. The fork server is a fresh, single-threaded
+  process that imports eosdyn, xarray and what they import lazily once
+  (:mod:`eosdyn.sweep._warm`), and forks every worker from that state: a worker
+  starts in milliseconds instead of importing everything itself (measured on 2 busy
+  cores, 4 trivial points on 2 workers: first result after 3.5 s instead of 7-8.6 s
+  with ``spawn``; a second sweep in the same process 0.1 s instead of 7.4 s). The
+  server lives as long as this process, so workers see the environment variables of
+  its start (``sys.path`` and the working directory are those of each sweep); pass
+  ``mp_context="spawn"`` for a fresh interpreter per pool.
+  Either way ``fn`` must be importable by the workers (defined in a module, or in the
+  ``__main__`` of a script whose call to :func:`sweep` sits under
+  ``if __name__ == "__main__":``, since the workers import that script again; a call
+  outside that guard is refused with a RuntimeError that says so, before any worker
+  starts). In a notebook pass ``mp_context="fork"`` or ``n_workers=1``. Each worker
+  limits numba to ``max(1, cores // k)`` threads so that k workers do not
+  oversubscribe the cores.
 
-  The workers die with this process, whatever the start method, even when it is
-  killed with SIGKILL: on Linux the kernel kills them (``PR_SET_PDEATHSIG``),
-  elsewhere a watchdog thread in each worker exits when the parent's sentinel
-  closes (see :func:`_die_with_parent`). The multiprocessing resource tracker then
+  These workers die with this process, whatever the start method, even when it is
+  killed with SIGKILL: on Linux the kernel kills them (``PR_SET_PDEATHSIG``, armed
+  against the fork server under ``forkserver``, which ends with this process), and a
+  watchdog thread in each worker exits when the parent's sentinel closes (see
+  :func:`_die_with_parent`). The multiprocessing resource tracker then
   loses its last client and exits too, so nothing keeps this process's stdout open.
-  On Ctrl-C the workers ignore SIGINT and this process kills them, reports
-  "k/N points done; rerun the same command to resume" and re-raises the
-  KeyboardInterrupt; the points in flight are lost and run again on resume.
-* ``client=dask.distributed.Client(...)``: points are submitted to the cluster
-  (``Client.submit``, at most a few per worker thread in flight); results come back
-  to this process, which alone writes the store. Any
-  :class:`concurrent.futures.Executor` is accepted the same way.
+  On Ctrl-C the workers ignore SIGINT and this process kills them.
+* ``executor=ThreadPoolExecutor(...)`` / ``ProcessPoolExecutor(...)``: the points run
+  on that pool (the caller owns it and shuts it down).
+* Dask: ``executor=client.get_executor()``, or the shortcut ``client=client`` (which
+  is exactly that, with ``pure=False``). ``fn`` and its arguments are pickled to the
+  cluster's workers.
+* Slurm through submitit: ``executor=submitit.AutoExecutor(folder="runs/logs")``
+  (``executor.update_parameters(timeout_min=60, slurm_partition=...)`` first), one
+  Slurm job per point; on a laptop ``submitit.AutoExecutor(folder=..., cluster="local")``
+  or ``submitit.LocalExecutor(folder=...)`` runs the same jobs as local processes::
 
-Whatever the executor, ``fn`` runs inside :func:`_run_point`, which turns its
+      import submitit
+      ex = submitit.AutoExecutor(folder="runs/logs", cluster="local")   # or a Slurm cluster
+      ex.update_parameters(timeout_min=30)
+      ds = sweep(fn, grid, "runs/eta_seed", executor=ex, max_in_flight=8)
+
+  submitit is not a dependency of eosdyn.
+
+At most ``max_in_flight`` points are submitted and not yet finished at any time
+(default: twice the executor's workers where it tells them, i.e. a process or thread
+pool's ``max_workers`` or a Dask cluster's threads; every point at once otherwise).
+
+What holds on every executor: ``fn`` runs inside :func:`_run_point`, which turns its
 return value into an :class:`xarray.Dataset`, serialises it to NetCDF bytes (in the
-worker, in parallel), and catches its exception: a failing point is recorded with
-its message and traceback and the sweep goes on. Only this process writes to the
-store (see :mod:`eosdyn.sweep._store` for the format and its atomicity).
+worker, in parallel), and catches its exception: a failing point is recorded with its
+message and traceback and the sweep goes on. Only this process writes to the store,
+one atomic rename per file (see :mod:`eosdyn.sweep._store`), so however the sweep
+ends (Ctrl-C, SIGKILL, a crash of this process or of a worker) the store holds every
+point that was finished and written, each complete, and nothing else; resuming skips
+those points and runs the others. An executor whose workers outlive this process
+(a Dask cluster, Slurm jobs, submitit's local jobs) may go on computing the points
+that were in flight: nobody stores their results, and a resume runs those points
+again. On Ctrl-C or an error of the sweep itself, the futures in flight are
+cancelled (``future.cancel()``: a Dask task or a Slurm job is cancelled; a thread
+already running a point cannot be, and runs to its end); the local pool's workers are
+killed.
+
+Ctrl-C prints "k/N points done; rerun the same command to resume (store ...)" to
+stderr instead of a traceback, then raises :class:`KeyboardInterrupt` (the
+``eosdyn sweep`` command exits with status 130).
 """
 from __future__ import annotations
 
+import ast
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -48,6 +95,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from multiprocessing.connection import wait as wait_until_ready
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -108,14 +156,77 @@ def _available_cores() -> int:
 
 
 # ----------------------------------------------------------------------------- results
-def to_dataset(result) -> xr.Dataset:
+def _is_dims_tuple(v) -> bool:
+    """Whether ``v`` is an xarray-style ``(dims, data[, attrs])`` tuple."""
+    if not isinstance(v, tuple) or len(v) not in (2, 3) or isinstance(v[1], (str, bytes)):
+        return False
+    d = v[0]
+    return isinstance(d, str) or (isinstance(d, (tuple, list)) and all(isinstance(x, str) for x in d))
+
+
+def check_dims(dims) -> dict | None:
+    """``dims`` as ``{name: tuple of dimension names}`` (a str names one dimension), or
+    TypeError/ValueError naming ``dims``."""
+    if dims is None:
+        return None
+    if not isinstance(dims, dict):
+        raise TypeError(f"dims must be a dict of result name -> dimension names, got {type(dims).__name__}")
+    out = {}
+    for k, v in dims.items():
+        if not isinstance(k, str):
+            raise TypeError(f"dims keys must be result names (str), got {k!r}")
+        d = (v,) if isinstance(v, str) else v
+        if not isinstance(d, (tuple, list)) or not all(isinstance(x, str) and x for x in d):
+            raise TypeError(f"dims[{k!r}] must be a dimension name or a tuple of them, got {v!r}")
+        if len(set(d)) != len(d):
+            raise ValueError(f"dims[{k!r}] repeats a dimension name: {tuple(d)!r}")
+        out[k] = tuple(d)
+    return out
+
+
+def to_dataset(result, dims=None) -> xr.Dataset:
     """Turn what ``fn`` returned into an :class:`xarray.Dataset`.
 
     Accepted: a Dataset; a DataArray (stored as variable ``result`` unless named); an
-    object with ``to_xarray()`` (e.g. a Trajectory) or ``to_dict()``; a dict of name ->
-    scalar / array / DataArray (array dimensions are named ``{name}_dim_{k}``); a bare
-    scalar or array (stored as ``result``).
+    object with ``to_xarray()`` (e.g. eosdyn's Trajectory and EnsembleResult, whose
+    records come out along ``step`` and ``trajectory``) or ``to_dict()``; a dict of
+    name -> scalar, array, DataArray or xarray-style tuple ``(dims, data)`` /
+    ``(dims, data, attrs)``; a bare scalar or array (stored as ``result``).
+
+    Dimension names: those of the xarray objects and tuples; for a bare array, those
+    given by ``dims`` (``{name: ("step",)}``, a str for one dimension), else
+    ``{name}_dim_{k}``. A result that already has named dimensions must agree with
+    ``dims`` where ``dims`` names it. A name in ``dims`` that the result lacks, or a
+    number of dimensions that differs, raises ValueError (in a sweep: that point
+    fails with this message).
     """
+    dims = check_dims(dims) or {}
+    ds = _to_dataset(result, dims)
+    for name, want in dims.items():
+        if name not in ds.variables:
+            raise ValueError(f"dims names {name!r}, but the result has no such variable "
+                             f"(it has {sorted(map(str, ds.variables))})")
+        got = ds.variables[name].dims
+        if got != want:
+            raise ValueError(f"dims[{name!r}] is {want!r} but the result {name!r} has dimensions {got!r}")
+    return ds
+
+
+def _array_var(name, value, dims):
+    a = np.asarray(value)
+    if a.dtype == object:
+        raise TypeError(f"result {name!r} is not numeric or str (got {type(value).__name__}); "
+                        "return arrays or scalars")
+    d = dims.get(name)
+    if d is None:
+        d = tuple(f"{name}_dim_{j}" for j in range(a.ndim))
+    elif len(d) != a.ndim:
+        raise ValueError(f"dims[{name!r}] names {len(d)} dimension(s) {d!r} but the result {name!r} has "
+                         f"{a.ndim} (shape {a.shape})")
+    return xr.Variable(d, a)
+
+
+def _to_dataset(result, dims) -> xr.Dataset:
     if isinstance(result, xr.Dataset):
         return result
     if isinstance(result, xr.DataArray):
@@ -123,7 +234,7 @@ def to_dataset(result) -> xr.Dataset:
     if hasattr(result, "to_xarray") and callable(result.to_xarray):
         out = result.to_xarray()
         if isinstance(out, (xr.Dataset, xr.DataArray)):
-            return to_dataset(out)
+            return _to_dataset(out, dims)
         raise TypeError(f"{type(result).__name__}.to_xarray() returned {type(out).__name__}, not an xarray Dataset")
     if hasattr(result, "to_dict") and callable(result.to_dict) and not isinstance(result, dict):
         result = result.to_dict()
@@ -134,12 +245,17 @@ def to_dataset(result) -> xr.Dataset:
                 raise TypeError(f"fn must return a dict with str keys, got key {k!r}")
             if isinstance(v, xr.DataArray):
                 data[k] = v.variable
-                continue
-            a = np.asarray(v)
-            if a.dtype == object:
-                raise TypeError(f"result {k!r} is not numeric or str (got {type(v).__name__}); "
-                                "return arrays or scalars")
-            data[k] = ([f"{k}_dim_{j}" for j in range(a.ndim)], a)
+            elif _is_dims_tuple(v):
+                d = (v[0],) if isinstance(v[0], str) else tuple(v[0])
+                a = np.asarray(v[1])
+                if a.dtype == object:
+                    raise TypeError(f"result {k!r} is not numeric or str (got {type(v[1]).__name__})")
+                if len(d) != a.ndim:
+                    raise ValueError(f"result {k!r} names {len(d)} dimension(s) {d!r} for an array of shape "
+                                     f"{a.shape}")
+                data[k] = xr.Variable(d, a, v[2] if len(v) == 3 else None)
+            else:
+                data[k] = _array_var(k, v, dims)
         return xr.Dataset(data)
     a = np.asarray(result)
     if a.dtype == object:
@@ -147,10 +263,10 @@ def to_dataset(result) -> xr.Dataset:
             f"fn returned {type(result).__name__}; return a dict of scalars/arrays, an xarray Dataset, "
             "or an object with to_xarray() or to_dict()"
         )
-    return xr.Dataset({"result": ([f"result_dim_{j}" for j in range(a.ndim)], a)})
+    return xr.Dataset({"result": _array_var("result", a, dims)})
 
 
-def _run_point(fn, index: int, params: dict):
+def _run_point(fn, index: int, params: dict, dims=None):
     """Run one point; never raises for errors of ``fn``. Returns (record, NetCDF bytes or None)."""
     rec = {"index": index, "params": params, "host": socket.gethostname(), "pid": os.getpid()}
     t0 = time.perf_counter()
@@ -160,7 +276,7 @@ def _run_point(fn, index: int, params: dict):
         out = fn(**params)
         rec["end"] = _now()
         rec["duration_s"] = time.perf_counter() - t0
-        payload, rec["format"] = encode(to_dataset(out))
+        payload, rec["format"] = encode(to_dataset(out, dims))
         rec["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - a failed point never stops the sweep
         rec.setdefault("end", _now())
@@ -210,11 +326,12 @@ def _die_with_parent() -> None:
     which the signal is armed against the new parent (init) and never comes: the
     ``getppid`` check after it catches that. (Linux sends the signal when the *thread*
     that started the worker ends; here that is the thread that called :func:`sweep`,
-    which shuts the pool down before it returns.) Elsewhere (macOS, Windows, and under the
-    ``forkserver`` start method, where our direct parent is the fork server) a daemon
-    thread waits on the parent's sentinel, a pipe or process handle that becomes
-    ready when the parent ends, and exits the process; it needs the GIL to do so, so
-    it may wait for a GIL-holding kernel to return.
+    which shuts the pool down before it returns.) Under the ``forkserver`` start method
+    our direct parent is the fork server, which exits when the sweep's process ends:
+    on Linux the same signal is armed against it. Everywhere else, and as a second
+    line under ``forkserver``, a daemon thread waits on the parent's sentinel, a pipe
+    or process handle that becomes ready when the parent ends, and exits the process;
+    it needs the GIL to do so, so it may wait for a GIL-holding kernel to return.
     """
     parent = mp.parent_process()
     if parent is None:  # not started by multiprocessing: nobody to die with
@@ -223,6 +340,11 @@ def _die_with_parent() -> None:
         if os.getppid() != parent.pid:  # the parent died before the prctl call took effect
             os._exit(1)
         return
+    if mp.get_start_method(allow_none=True) == "forkserver" or os.getppid() != parent.pid:
+        # our direct parent is the fork server, which exits when the sweep's process ends
+        # (EOF on its "alive" pipe): the kernel then kills us even inside a GIL-holding
+        # kernel; the watchdog below still covers a server that ended before this call
+        _ask_kernel_to_kill_me_with_parent()
     threading.Thread(target=_exit_when_readable, args=(parent.sentinel,), daemon=True,
                      name="eosdyn-sweep-parent-watchdog").start()
 
@@ -245,15 +367,46 @@ def _init_worker(n_threads: int) -> None:
 # ----------------------------------------------------------------------------- executors
 def _is_dask_client(client) -> bool:
     mod = type(client).__module__ or ""
-    return mod.split(".")[0] == "distributed" and hasattr(client, "submit")
+    return mod.split(".")[0] == "distributed" and hasattr(client, "submit") and hasattr(client, "get_executor")
 
 
-def _windowed(submit, wait, fn, tasks, window, on_result, on_broken=None):
-    """Keep at most ``window`` points in flight; hand each finished one to ``on_result``.
+def _all_cf_futures(futs) -> bool:
+    return all(isinstance(f, cf.Future) for f in futs)
+
+
+def _wait_any(futs, _poll=(0.005, 1.0)):
+    """The futures of ``futs`` that are done, waiting until there is at least one.
+
+    :class:`concurrent.futures.Future` objects are waited on without polling; other
+    futures (submitit jobs, Dask futures) are polled through ``done()``, from every
+    5 ms up to every second while nothing finishes.
+    """
+    if _all_cf_futures(futs):
+        done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
+        return done
+    delay, cap = _poll
+    while True:
+        done = [f for f in futs if f.done()]
+        if done:
+            return done
+        time.sleep(delay)
+        delay = min(cap, delay * 1.5)
+
+
+def _cancel(futs) -> None:
+    for f in futs:
+        with contextlib.suppress(Exception):  # best effort: the sweep is ending anyway
+            f.cancel()
+
+
+def _windowed(submit, fn, tasks, window, on_result, on_broken=None, dims=None):
+    """Keep at most ``window`` points in flight (None: no limit); hand each finished one
+    to ``on_result``.
 
     ``on_broken`` (local process pools) returns a fresh ``submit`` after a worker
     process died: the points in flight with it are recorded as failed and the sweep
-    goes on with a new pool.
+    goes on with a new pool. On any exception (Ctrl-C included) the futures still in
+    flight are cancelled before it propagates.
     """
     it = iter(tasks)
     inflight = {}
@@ -264,59 +417,118 @@ def _windowed(submit, wait, fn, tasks, window, on_result, on_broken=None):
                 "error": error, "traceback": tb}
 
     def fill():
-        while len(inflight) < window:
+        while window is None or len(inflight) < window:
             try:
                 i, p = next(it)
             except StopIteration:
                 return
             try:
-                fut = sub[0](_run_point, fn, i, p)
+                fut = sub[0](_run_point, fn, i, p, dims)
             except cf.BrokenExecutor:
                 if on_broken is None:
                     raise
                 sub[0] = on_broken()
-                fut = sub[0](_run_point, fn, i, p)
+                fut = sub[0](_run_point, fn, i, p, dims)
             inflight[fut] = (i, p)
 
-    fill()
-    while inflight:
-        done = wait(list(inflight))
-        broken = False
-        for fut in done:
-            i, p = inflight.pop(fut)
-            try:
-                rec, payload = fut.result()
-            except Exception as exc:  # noqa: BLE001 - infrastructure failure (worker died, pickling)
-                broken = broken or isinstance(exc, cf.BrokenExecutor)
-                rec = failed(i, p, f"{type(exc).__name__}: {exc} (the executor could not run this point)",
-                             "".join(traceback.format_exception(exc)))
-                payload = None
-            on_result(rec, payload)
-        if broken and on_broken is not None:
-            for i, p in list(inflight.values()):
-                on_result(failed(i, p, "BrokenProcessPool: a worker process died while this point was in flight"),
-                          None)
-            inflight.clear()
-            sub[0] = on_broken()
+    try:
         fill()
+        while inflight:
+            done = _wait_any(list(inflight))
+            broken = False
+            for fut in done:
+                i, p = inflight.pop(fut)
+                try:
+                    rec, payload = fut.result()
+                except Exception as exc:  # noqa: BLE001 - infrastructure failure (worker died, pickling)
+                    broken = broken or isinstance(exc, cf.BrokenExecutor)
+                    rec = failed(i, p, f"{type(exc).__name__}: {exc} (the executor could not run this point)",
+                                 "".join(traceback.format_exception(exc)))
+                    payload = None
+                on_result(rec, payload)
+            if broken and on_broken is not None:
+                for i, p in list(inflight.values()):
+                    on_result(failed(i, p, "BrokenProcessPool: a worker process died while this point was in "
+                                           "flight"), None)
+                inflight.clear()
+                sub[0] = on_broken()
+            fill()
+    except BaseException:
+        _cancel(list(inflight))
+        raise
 
 
-def _cf_wait(futs):
-    done, _ = cf.wait(futs, return_when=cf.FIRST_COMPLETED)
-    return done
+def _main_test(node) -> bool:
+    """Whether an ``if`` test is ``__name__ == "__main__"`` (either way round, maybe in an ``and``)."""
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return any(_main_test(v) for v in node.values)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
+        sides = [node.left, node.comparators[0]]
+        return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+                and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+    return False
 
 
-def _check_picklable(fn, ctx_name: str):
+def _unguarded_main_call():
+    """``(script, line)`` when :func:`sweep` runs during the top-level code of the
+    ``__main__`` script, in a statement outside ``if __name__ == "__main__":``; else None.
+
+    Spawned (and forkserver) workers import that script again as ``__mp_main__``, which
+    would run such a statement, and so the sweep, once more in every worker.
+    """
     main = sys.modules.get("__main__")
-    if (
-        ctx_name != "fork"
-        and getattr(fn, "__module__", None) == "__main__"
-        and not getattr(main, "__file__", None)
-    ):
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    f = sys._getframe(1)
+    while f is not None and not (f.f_code.co_name == "<module>" and f.f_globals is main.__dict__):
+        f = f.f_back
+    if f is None:  # not called from the script's top-level code (e.g. later, from an interactive session)
+        return None
+    line = f.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(), path)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and _main_test(node.test) and node.lineno <= line <= (node.end_lineno or line):
+            return None
+    return path, line
+
+
+def _main_guard_message(where: str) -> str:
+    return (
+        f"{where}: sweep() runs in the top-level code of this script, outside `if __name__ == \"__main__\":`. "
+        "Worker processes started with 'spawn' or 'forkserver' import the script again, so each would start "
+        "the sweep again (and every point would fail with BrokenProcessPool). Put the code that calls sweep() "
+        "under\n\n    if __name__ == \"__main__\":\n        ...\n\n"
+        "(or pass n_workers=1 to run in this process, or mp_context='fork')"
+    )
+
+
+def _refuse_in_bootstrapping_worker() -> None:
+    """In a worker process that is importing the main script (spawn/forkserver), refuse
+    to start a sweep: the script lacks its ``__main__`` guard (the parent usually
+    catches this first, see :func:`_unguarded_main_call`)."""
+    if mp.parent_process() is not None and getattr(mp.current_process(), "_inheriting", False):
+        raise RuntimeError(_main_guard_message("worker process"))
+
+
+def _check_start_method(fn, ctx_name: str):
+    if ctx_name == "fork":
+        return
+    where = _unguarded_main_call()
+    if where is not None:
+        raise RuntimeError(_main_guard_message(f"{where[0]}, line {where[1]}"))
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
         raise TypeError(
             "fn is defined interactively (in __main__ without a file), so spawned worker processes cannot "
             "import it; pass n_workers=1 to run in this process, mp_context='fork', or define fn in a module"
         )
+
+
+def _check_picklable(fn):
     try:
         pickle.dumps(fn)
     except Exception as exc:  # noqa: BLE001
@@ -340,8 +552,28 @@ def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
         proc.kill()
 
 
-def _run_local_pool(fn, tasks, n_workers, mp_context, on_result):
+def _preload_forkserver(ctx) -> None:
+    """With the ``forkserver`` start method, have the fork server import what a worker
+    needs (:mod:`eosdyn.sweep._warm`) before it forks any: each worker then starts with
+    eosdyn, xarray and their lazy imports in memory instead of importing them itself.
+
+    The fork server is one per process and lives as long as it; it reads its preload
+    list when it starts, with the first pool that uses it (if something else started
+    it before, this does nothing). The list keeps what was there (``__main__`` by
+    default) and adds one module.
+    """
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    current = list(getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None) or ["__main__"])
+    if "eosdyn.sweep._warm" not in current:
+        ctx.set_forkserver_preload(current + ["eosdyn.sweep._warm"])
+
+
+def _run_local_pool(fn, tasks, n_workers, mp_context, on_result, dims):
     ctx = mp.get_context(mp_context) if isinstance(mp_context, str) else mp_context
+    _preload_forkserver(ctx)
     threads = max(1, _available_cores() // n_workers)
     pools = []
 
@@ -354,7 +586,7 @@ def _run_local_pool(fn, tasks, n_workers, mp_context, on_result):
         return pools[-1].submit
 
     try:
-        _windowed(new_pool(), _cf_wait, fn, tasks, 2 * n_workers, on_result, on_broken=new_pool)
+        _windowed(new_pool(), fn, tasks, 2 * n_workers, on_result, on_broken=new_pool, dims=dims)
     except BaseException:
         for p in pools:
             _kill_workers(p)
@@ -364,36 +596,62 @@ def _run_local_pool(fn, tasks, n_workers, mp_context, on_result):
         p.shutdown(wait=True)
 
 
-def _run_dask(client, fn, tasks, on_result):
-    from distributed import wait as dwait
+def _default_window(executor) -> int | None:
+    """Twice the executor's workers where it tells them, else None (no limit)."""
+    mw = getattr(executor, "_max_workers", None)  # ThreadPoolExecutor, ProcessPoolExecutor
+    if isinstance(mw, int) and mw > 0:
+        return 2 * mw
+    client = getattr(executor, "_client", None)  # distributed's ClientExecutor
+    if client is not None and _is_dask_client(client):
+        try:
+            return max(4, 2 * sum(client.nthreads().values()))
+        except Exception:  # noqa: BLE001
+            return 4
+    return None
 
-    try:
-        nthreads = sum(client.nthreads().values())
-    except Exception:  # noqa: BLE001
-        nthreads = 1
-    window = max(4, 2 * nthreads)
 
-    def submit(f, *args):
-        return client.submit(f, *args, pure=False)
-
-    def wait(futs):
-        return dwait(futs, return_when="FIRST_COMPLETED").done
-
-    _windowed(submit, wait, fn, tasks, window, on_result)
+def _resolve_executor(executor, client):
+    """The executor to submit to (None: the sweep's own local pool)."""
+    if client is not None:
+        if executor is not None:
+            raise ValueError("give executor or client, not both (client=c is a shortcut for "
+                             "executor=c.get_executor())")
+        if _is_dask_client(client):
+            return client.get_executor(pure=False)
+        if isinstance(client, cf.Executor):  # accepted before executor= existed
+            return client
+        raise TypeError(
+            "client must be None, a dask.distributed.Client or a concurrent.futures.Executor "
+            f"(for other executors use executor=), got {type(client).__name__}"
+        )
+    if executor is None:
+        return None
+    if _is_dask_client(executor):
+        return executor.get_executor(pure=False)
+    if isinstance(executor, type) or not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (or an object with a submit(fn, *args) method "
+            "returning a future, such as submitit's AutoExecutor or a Dask Client.get_executor()), "
+            f"got {type(executor).__name__ if not isinstance(executor, type) else 'the class ' + executor.__name__}"
+        )
+    return executor
 
 
 # ----------------------------------------------------------------------------- public API
 def sweep(
     fn,
     grid,
-    store="runs/name.zarr",
+    store="runs/sweep",
     client=None,
     resume=True,
     *,
+    executor=None,
     n_workers=None,
+    max_in_flight=None,
+    dims=None,
     retry_failed=True,
     progress=None,
-    mp_context="spawn",
+    mp_context=None,
     fsync=False,
 ) -> xr.Dataset:
     """Run ``fn(**point)`` for every point of ``grid``, saving each result as it finishes.
@@ -401,31 +659,51 @@ def sweep(
     Parameters
     ----------
     fn : callable
-        Called as ``fn(**point)``. Returns a dict of scalars/arrays, an
-        :class:`xarray.Dataset`, or an object with ``to_xarray()`` / ``to_dict()``
-        (see :func:`to_dataset`).
+        Called as ``fn(**point)``. Returns a dict of scalars, arrays or xarray-style
+        ``(dims, data)`` tuples, an :class:`xarray.Dataset` / ``DataArray``, or an
+        object with ``to_xarray()`` / ``to_dict()`` (see :func:`to_dataset`).
     grid : dict or list of dict
         ``{name: values}``: the Cartesian product, one result dimension per name;
         or an explicit list of point dicts: one ``point`` dimension.
     store : path
-        Directory of the store (created if needed; the suffix is free, ``.zarr`` by
-        custom). One store per sweep: resuming a store with another grid raises.
-    client : None, dask.distributed.Client or concurrent.futures.Executor
-        ``None`` runs locally (see ``n_workers``).
+        Directory of the store (created if needed). It is a directory of per-point
+        NetCDF files, not a Zarr store (see :mod:`eosdyn.sweep._store`): read it with
+        :func:`load`; a name without suffix (``runs/eta_seed``) says so. Stores made
+        under a ``*.zarr`` name by earlier versions are read and resumed as they are.
+        One store per sweep: resuming a store with another grid raises.
+    client : None or dask.distributed.Client
+        Shortcut for ``executor=client.get_executor(pure=False)`` (a
+        ``concurrent.futures.Executor`` given here is used as ``executor``).
     resume : bool
         ``True``: skip the points already in the store. ``False``: discard the
         store's results (it must be an eosdyn sweep store) and run every point.
+    executor : concurrent.futures.Executor, optional
+        Where the points run (see :mod:`eosdyn.sweep.core`): any object whose
+        ``submit(f, *args)`` returns a future with ``done()`` and ``result()``, e.g. a
+        ``ThreadPoolExecutor``/``ProcessPoolExecutor``, a Dask
+        ``Client.get_executor()``, or submitit's ``AutoExecutor`` (Slurm) /
+        ``AutoExecutor(folder, cluster="local")``. The caller owns it (the sweep does
+        not shut it down). Default: a local process pool (see ``n_workers``).
     n_workers : int, optional
         Local worker processes; default one per available core; ``1`` runs the points
-        in this process. Not allowed with ``client``.
+        in this process. Not allowed with ``executor`` or ``client``.
+    max_in_flight : int, optional
+        Points submitted and not yet finished at most; default twice the executor's
+        workers where it tells them, else every point at once (Slurm: one job each).
+    dims : dict, optional
+        ``{result name: dimension names}`` for array results returned without names,
+        e.g. ``{"sharpness": ("step",)}`` (a str for one dimension). Without it such
+        arrays get ``{name}_dim_{k}``. A point whose result lacks a named variable or
+        has another number of dimensions fails with a message saying so.
     retry_failed : bool
         When resuming, re-run the points that failed before (default) or keep their
         failure records.
     progress : bool, optional
         Show a tqdm bar (points done, failed, estimated time left); default: only
         when stderr is a terminal.
-    mp_context : str or multiprocessing context
-        Start method of the local worker processes (default ``"spawn"``).
+    mp_context : str or multiprocessing context, optional
+        Start method of the local worker processes (default ``"forkserver"`` where
+        available, else ``"spawn"``; see :mod:`eosdyn.sweep.core`).
     fsync : bool
         Flush every point's files to disk before renaming them into place. Writes
         are atomic either way (a killed sweep loses only the points in flight);
@@ -441,7 +719,18 @@ def sweep(
         ``sweep_end`` and ``sweep_duration``; attributes record the store, fn, eosdyn
         version and git revision. Each point's record in the store also keeps the
         traceback, host and pid (see :func:`status`).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C, after printing "k/N points done; rerun the same command to resume
+        (store ...)" to stderr; every point finished before it is stored.
+    RuntimeError
+        When a script calls ``sweep`` outside ``if __name__ == "__main__":`` and the
+        points would run in spawned worker processes (the message says what to add);
+        when another sweep holds the store's lock.
     """
+    _refuse_in_bootstrapping_worker()
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     g = Grid(grid)
@@ -454,23 +743,28 @@ def sweep(
         raise TypeError(f"fsync must be a bool, got {type(fsync).__name__}")
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be None or a bool, got {type(progress).__name__}")
-    dask_client = False
-    if client is not None:
+    dims = check_dims(dims)
+    if max_in_flight is not None:
+        max_in_flight = nonneg_int("max_in_flight", max_in_flight, minimum=1)
+    ex = _resolve_executor(executor, client)
+    if ex is not None:
         if n_workers is not None:
-            raise ValueError("n_workers applies to the local executor; with a client the cluster's workers are used")
-        dask_client = _is_dask_client(client)
-        if not dask_client and not isinstance(client, cf.Executor):
-            raise TypeError(
-                "client must be None, a dask.distributed.Client or a concurrent.futures.Executor, "
-                f"got {type(client).__name__}"
-            )
+            raise ValueError("n_workers applies to the local executor (the sweep's own process pool); with an "
+                             "executor or client, that one's workers are used")
+        if isinstance(ex, cf.ProcessPoolExecutor) and g.n_points > 1:
+            ctx = getattr(ex, "_mp_context", None)
+            _check_start_method(fn, ctx.get_start_method() if ctx is not None else "spawn")
+            _check_picklable(fn)
     else:
         n_workers = _available_cores() if n_workers is None else nonneg_int("n_workers", n_workers, minimum=1)
+        if mp_context is None:
+            mp_context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         ctx_name = mp_context if isinstance(mp_context, str) else getattr(mp_context, "_name", "")
         if isinstance(mp_context, str) and mp_context not in mp.get_all_start_methods():
             raise ValueError(f"mp_context must be one of {mp.get_all_start_methods()}, got {mp_context!r}")
         if n_workers > 1 and g.n_points > 1:
-            _check_picklable(fn, ctx_name)
+            _check_start_method(fn, ctx_name)
+            _check_picklable(fn)
 
     meta = {"time": _now(), "eosdyn_version": eosdyn_version(), "git_revision": git_revision()}
     st.create_or_open(g, _fn_name(fn), resume, meta)
@@ -515,17 +809,15 @@ def sweep(
 
         try:
             if todo:
-                if client is not None:
-                    if dask_client:
-                        _run_dask(client, fn, todo, on_result)
-                    else:
-                        _windowed(client.submit, _cf_wait, fn, todo, 2 * max(1, getattr(client, "_max_workers", 2)),
-                                  on_result)
+                if ex is not None:
+                    window = max_in_flight if max_in_flight is not None else _default_window(ex)
+                    _windowed(ex.submit, fn, todo, window, on_result, dims=dims)
                 elif n_workers == 1 or len(todo) == 1:
                     for i, p in todo:
-                        on_result(*_run_point(fn, i, p))
+                        on_result(*_run_point(fn, i, p, dims))
                 else:
-                    _run_local_pool(fn, todo, min(n_workers, len(todo)), mp_context, on_result)
+                    k = min(n_workers, len(todo))
+                    _run_local_pool(fn, todo, k, mp_context, on_result, dims)
         except KeyboardInterrupt:
             # a traceback would hide the one thing to know: what is saved, and how to go on
             if bar is not None:
