@@ -13,9 +13,10 @@ nothing would match the loop; overhead = wall / loop wall - 1):
 * ``loop``               ``for point in grid: fn(**point)``, numba on every core;
 * ``sweep n_workers=1``  same process and threads, plus the store (serialise, atomic
                          writes, records, final assembly): the issue's "< 5 %" figure;
-* ``sweep pool, cold``   the default executor as a user meets it: spawns one process
-                         per core (``cores // n`` numba threads each), whose start-up
-                         (interpreter, imports, numba cache load) is included;
+* ``sweep pool, cold``   the default executor as a user meets it: one process per core
+                         (``cores // n`` numba threads each), forked from a fork server
+                         that preloads eosdyn.sweep._warm; its start-up (server, imports,
+                         numba cache load) is included;
 * ``sweep pool, warm``   the same processes started and warmed beforehand, passed as
                          ``client=ProcessPoolExecutor(...)``: the steady-state cost;
 * ``dask LocalCluster``  ``client=Client(LocalCluster(n_workers=2))``, ``cores // 2``
