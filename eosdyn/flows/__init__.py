@@ -13,8 +13,15 @@
 from .central import ScalarRMSProp, central_flow, flow_rule, gradient_flow, stable_flow
 from .compare import FlowComparison, compare, midpoint, smooth
 from .sdcp import SDCPSolution, sdcp_residuals, solve_sdcp
-from .selfstab import project_to_stable_set, self_stabilization, stochastic_sharpness_gap, whole_cycle_mean
+from .selfstab import (
+    project_to_stable_set,
+    reduced_system,
+    self_stabilization,
+    stochastic_sharpness_gap,
+    whole_cycle_mean,
+)
 
 __all__ = ["central_flow", "stable_flow", "gradient_flow", "ScalarRMSProp", "flow_rule",
-           "self_stabilization", "project_to_stable_set", "stochastic_sharpness_gap", "whole_cycle_mean",
+           "self_stabilization", "project_to_stable_set", "stochastic_sharpness_gap", "reduced_system",
+           "whole_cycle_mean",
            "solve_sdcp", "sdcp_residuals", "SDCPSolution", "compare", "midpoint", "smooth", "FlowComparison"]
