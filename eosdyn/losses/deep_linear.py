@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit
 
 from .._validate import finite_matrix
-from .base import Loss
+from .finite_sum import FiniteSumLoss
 
 
 # --------------------------------------------------------------------------------------
@@ -117,6 +117,34 @@ def _dl_grad(theta, params):
         out[off:off + sz] = gk.ravel()
         off += sz
     return out
+
+
+@njit(cache=True)
+def _dl_batch_value_grad(theta, params, idx, out):
+    """The minibatch kernel (:mod:`eosdyn.losses.finite_sum`): out ← g_B, returns L_B, the loss and
+    gradient of the same network on the rows ``idx`` of (X, Y) (a repeated index counts twice)."""
+    X, Y = params[0], params[1]
+    B = idx.shape[0]
+    Xb = np.empty((B, X.shape[1]))
+    Yb = np.empty((B, Y.shape[1]))
+    for k in range(B):
+        Xb[k] = X[idx[k]]
+        Yb[k] = Y[idx[k]]
+    pb = (Xb, Yb, params[2], params[3])
+    out[:] = _dl_grad(theta, pb)
+    return _dl_value(theta, pb)
+
+
+@njit(cache=True)
+def _dl_per_example_grad(theta, params):
+    """(n, d): row i is ∇ℓᵢ(θ), ℓᵢ = ½‖W_N⋯W_1 xᵢ − yᵢ‖² (their mean is ∇L)."""
+    X, Y = params[0], params[1]
+    n = X.shape[0]
+    G = np.empty((n, theta.shape[0]))
+    for i in range(n):
+        pb = (X[i:i + 1].copy(), Y[i:i + 1].copy(), params[2], params[3])
+        G[i] = _dl_grad(theta, pb)
+    return G
 
 
 @njit(cache=True)
@@ -230,8 +258,13 @@ def reduced_rank_optimum(X, Y, rank):
     return float(L_star), P_star
 
 
-class DeepLinear(Loss):
+class DeepLinear(FiniteSumLoss):
     r"""Deep linear network with mean squared loss: L(θ) = 1/(2n) Σ_i ‖W_N⋯W_1 x_i − y_i‖².
+
+    A finite sum of the per-example losses ℓᵢ = ½‖W_N⋯W_1 xᵢ − yᵢ‖² (n = ``n_examples``): it has
+    per-example gradients (:meth:`per_example_grads`, so :class:`eosdyn.sde.MinibatchNoise`
+    applies) and a minibatch kernel, the same network's loss and gradient on a batch of rows,
+    so :class:`eosdyn.rules.SGD` with a batch size runs on it.
 
     Parameters
     ----------
@@ -278,7 +311,8 @@ class DeepLinear(Loss):
         L_star, P_star = reduced_rank_optimum(X, Y, self.rank_bound)
         Sxx = X.T @ X / n
         super().__init__(_dl_value, _dl_grad, _dl_hess, _dl_hvp,
-                         (X, Y, np.asarray(dims, dtype=np.float64), Sxx), dim, L_star)
+                         (X, Y, np.asarray(dims, dtype=np.float64), Sxx), dim, L_star,
+                         _dl_per_example_grad, n, batch_fn=_dl_batch_value_grad)
         self.X = self.params[0]
         self.Y = self.params[1]
         self.optimal_map = P_star

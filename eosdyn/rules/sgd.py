@@ -24,7 +24,8 @@ bit-identical for any thread count, and
   on a loss that is not a finite sum, so spec strings such as ``"sgd:lr=0.1"`` work everywhere.
 
 Supported losses for B < n (or with replacement): finite sums with a minibatch kernel — today
-:class:`eosdyn.losses.LeastSquares`. The per-step records of :func:`eosdyn.simulate` /
+:class:`eosdyn.losses.LeastSquares` and :class:`eosdyn.losses.DeepLinear` (per-example squared
+errors of a deep linear net). A sympy loss is not yet a finite sum. The per-step records of :func:`eosdyn.simulate` /
 :func:`eosdyn.ensemble` are the full loss L(θ_t) (``loss``), the batch loss L_{B_t}(θ_t) of the
 batch that steps θ_t (``batch_loss``), ‖∇L‖, the full-batch sharpness where tracked, and η.
 
@@ -57,7 +58,8 @@ class SGD(Rule):
 
     name = "sgd"
     aliases = ("minibatchsgd",)
-    summary = "minibatch SGD with heavy-ball momentum on a finite sum (LeastSquares); mean edge 2(1+β)/λ"
+    summary = ("minibatch SGD with heavy-ball momentum on a finite sum (LeastSquares, DeepLinear); "
+               "mean edge 2(1+β)/λ")
     color = "#0072B2"  # GD's: eosdyn.plot already draws "sgd" in it
     torch_twin = "torch.optim.SGD"
     spec_kinds = {"batch_size": "int"}
@@ -98,7 +100,7 @@ class SGD(Rule):
             return (loss.n_examples, False) if finite_sum else None
         if not finite_sum:
             raise TypeError(f"SGD(batch_size={self.batch_size}) needs a finite-sum loss with a minibatch kernel, "
-                            f"i.e. eosdyn.losses.LeastSquares (a FiniteSumLoss with batch_fn); got "
+                            f"i.e. eosdyn.losses.LeastSquares or DeepLinear (a FiniteSumLoss with batch_fn); got "
                             f"{type(loss).__name__}. (batch_size=None runs full-batch SGD, which is GD or "
                             f"heavy-ball, on any loss.)")
         check_batch(loss.n_examples, self.batch_size, self.replacement)
