@@ -36,6 +36,27 @@ models; it is what the toy rules' ``curvature="exact"`` computes). Every product
 double backward, H v = ∇⟨∇L, v⟩ (Pearlmutter 1994). ``add_param_group`` resets the warm
 start (the vector space has changed) and makes the next step probe.
 
+Cost of a probe: warm starts, the stopping rule, the probe batch
+-----------------------------------------------------------------
+Each Lanczos run starts from the previous probe's Ritz vectors (``warm_start=True``, the
+default; ``warm_start=False`` starts every probe from the seeded random vector). It stops at
+``lanczos_steps`` products or when the stopping rule holds: ``tol``, the relative residual
+(the curvature module's default, 1e-8 in float64 and 1e-4 in float32, when neither is
+given), and/or ``eigval_tol``, the estimated relative *eigenvalue* error, as
+:func:`~eosdyn.bridge.sharpness` has it. The eigenvalue error is quadratic in the residual,
+so ``eigval_tol=1e-2`` (λ to about 1 %) stops after a few products — a warm start helps most
+there. The counts are kept: ``n_hvp`` (all probes), ``n_probes``, ``last_probe_hvps`` and
+``hvp_per_probe`` (the mean), also in ``state_dict()["eosdyn"]``. The probe batch is the
+:class:`~eosdyn.bridge.probe.Probe`'s (a fixed subset, or ``fraction=f`` of the current
+batch). The wall-time overhead over the same loop without probes is about
+
+    k·m·r·b / T_c     (+ c₀·b / T_c for the probe's own graph)
+
+m = ``hvp_per_probe`` (single-vector Lanczos: block size k = 1, and m counts the products for
+all ``k`` eigenpairs), r the time of one HVP over one training gradient (≈ 1.5–1.9 measured on
+a CPU), b the probe examples over the training batch's, T_c = ``curvature_every`` and c₀ ≈
+1–1.5 gradients. ``benchmarks/overhead.py --part grid`` measures it against the model.
+
 Which Hessian, on a probing step (the first that applies):
 
 1. ``step(closure, probe_closure=pc)``: that of ``pc()``'s loss (a forward-only closure,
@@ -151,17 +172,27 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
     _name = "optimizer"
 
     def __init__(self, params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed,
-                 probe=None):
+                 probe=None, eigval_tol=None, warm_start=True):
         if probe is not None and not isinstance(probe, Probe):
             raise TypeError(f"{self._name}: probe must be an eosdyn.bridge.Probe(model, loss_fn, data) "
                             f"or None, got {type(probe).__name__}")
         super().__init__(params, defaults)
         self.probe = probe
         self.curvature_k = nonneg_int("k", k, minimum=1)
-        self.curvature_every = nonneg_int("curvature_every", curvature_every, minimum=1)
+        if isinstance(curvature_every, bool) or not isinstance(curvature_every, numbers.Integral):
+            raise TypeError(f"curvature_every (the probe period T_c) must be an integer >= 1, got "
+                            f"{type(curvature_every).__name__}")
+        if curvature_every < 1:
+            raise ValueError(f"curvature_every (the probe period T_c) must be an integer >= 1, got "
+                             f"{curvature_every!r}")
+        self.curvature_every = int(curvature_every)
         self.lanczos_steps = nonneg_int("lanczos_steps", lanczos_steps, minimum=1)
         self.curvature_method = choice("curvature", curvature, BRIDGE_CURVATURE)
         self.tol = None if tol is None else positive("tol", tol)
+        self.eigval_tol = None if eigval_tol is None else positive("eigval_tol", eigval_tol)
+        if not isinstance(warm_start, bool):
+            raise TypeError(f"warm_start must be True or False, got {type(warm_start).__name__}")
+        self.warm_start = warm_start
         self.seed = nonneg_int("seed", seed)
         plist = self._params()
         if not plist:
@@ -178,6 +209,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self._eigvecs = None
         self.n_hvp = 0
         self.n_probes = 0
+        self.last_probe_hvps = 0
         self.curvature_time = 0.0
         self.last_residuals = np.full(self.curvature_k, np.nan)
         self.lr_in_force = [float("nan")] * len(self.param_groups)
@@ -228,6 +260,11 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         return self.probes_next and self.probe is None
 
     @property
+    def hvp_per_probe(self) -> float:
+        """Mean HVPs per curvature probe so far (m of the overhead model; NaN before a probe)."""
+        return self.n_hvp / self.n_probes if self.n_probes else float("nan")
+
+    @property
     def eigenvalues(self) -> np.ndarray:
         """The top-k Hessian eigenvalues in force (descending; zeros before the first probe)."""
         return self._eigs.copy()
@@ -249,9 +286,11 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
                                     like=like, force_exact=True)
         else:
             res = _top_eigenpairs()(counted, n, k=self.curvature_k, method="lanczos", which="LA",
-                                    tol=self.tol, max_iter=max(self.lanczos_steps, self.curvature_k),
+                                    tol=self.tol, eigval_tol=self.eigval_tol,
+                                    max_iter=max(self.lanczos_steps, self.curvature_k),
                                     ncv=min(n, max(self.lanczos_steps, self.curvature_k + 2)),
-                                    v0=self._eigvecs, seed=self.seed, like=like)
+                                    v0=self._eigvecs if self.warm_start else None, seed=self.seed,
+                                    like=like)
         eigs = np.asarray(res.eigenvalues, dtype=np.float64)
         if not np.all(np.isfinite(eigs)):
             raise NonFiniteLossError(self._step_count, float("nan"), f"{self._name} curvature probe")
@@ -259,6 +298,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self._eigvecs = res.eigenvectors.detach()
         self.last_residuals = np.asarray(res.residual_norms, dtype=np.float64)
         self.n_hvp += count[0]
+        self.last_probe_hvps = count[0]
         self.n_probes += 1
         self.curvature_time += time.perf_counter() - t0
 
@@ -373,6 +413,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
             "eigenvectors": None if self._eigvecs is None else self._eigvecs.detach().clone(),
             "n_hvp": self.n_hvp,
             "n_probes": self.n_probes,
+            "last_probe_hvps": self.last_probe_hvps,
             "residuals": [float(r) for r in self.last_residuals],
             "lr_in_force": [float(x) for x in self.lr_in_force],
             "curvature_time": self.curvature_time,
@@ -389,6 +430,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self._eigvecs = None if ev is None else ev.to(device=self.device, dtype=self.dtype)
         self.n_hvp = int(extra["n_hvp"])
         self.n_probes = int(extra["n_probes"])
+        self.last_probe_hvps = int(extra.get("last_probe_hvps", 0))
         self.last_residuals = np.asarray(extra["residuals"], dtype=np.float64)
         self.lr_in_force = [float(x) for x in extra["lr_in_force"]]
         self.curvature_time = float(extra.get("curvature_time", 0.0))
@@ -461,18 +503,21 @@ class EoSAda(_CurvatureOptimizer):
 
     ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian, so that a plain
     ``backward(); step()`` loop works. See the module docstring for ``step(closure)``.
+    ``eigval_tol`` (float > 0, optional) and ``warm_start`` (bool, default True): the probe's
+    stopping rule and warm start (module docstring, "Cost of a probe").
     """
 
     _name = "EoSAda"
 
     def __init__(self, params, alpha=1.9, eps=1e-8, noise_scale=0.0, noise_decay=0.0,
                  curvature="lanczos", curvature_every=1, lanczos_steps=20, tol=None, seed=0, *,
-                 lr=1.0, probe=None):
+                 lr=1.0, probe=None, eigval_tol=None, warm_start=True):
         eps = positive("eps", eps, allow_zero=True)
         defaults = dict(lr=positive("lr", lr), alpha=positive("alpha", alpha), eps=eps,
                         noise_scale=positive("noise_scale", noise_scale, allow_zero=True),
                         noise_decay=in_range("noise_decay", noise_decay, -np.inf, np.inf))
-        super().__init__(params, defaults, 1, curvature_every, lanczos_steps, curvature, tol, seed, probe)
+        super().__init__(params, defaults, 1, curvature_every, lanczos_steps, curvature, tol, seed, probe,
+                         eigval_tol, warm_start)
         self._generator = None
 
     def _notes(self, group):
@@ -554,7 +599,8 @@ class DCAO(_CurvatureOptimizer):
     The toy rule's "power"/"hutchinson"/"auto" estimators are not offered; "lanczos" (default)
     and "exact" are. ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian,
     so that a plain ``backward(); step()`` loop works. See the module docstring for
-    ``step(closure)``.
+    ``step(closure)``. ``eigval_tol`` (float > 0, optional) and ``warm_start`` (bool, default
+    True): the probe's stopping rule and warm start (module docstring, "Cost of a probe").
     """
 
     _name = "DCAO"
@@ -562,7 +608,8 @@ class DCAO(_CurvatureOptimizer):
     def __init__(self, params, lr=0.01, momentum=0.45, weight_decay=0.0, alpha=0.1, rho_ref=None,
                  lr_factor_range=(0.5, 2.0), beta1=1.0, gap_ref=0.0, wd_gain=1.0, k=2,
                  curvature_every=100, lanczos_steps=20, curvature="lanczos", variant="refined",
-                 v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0, *, probe=None):
+                 v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0, *, probe=None, eigval_tol=None,
+                 warm_start=True):
         lr = positive("lr", lr)
         lo, hi = pair("lr_factor_range", lr_factor_range)
         lo = positive("lr_factor_range[0]", lo)
@@ -581,7 +628,8 @@ class DCAO(_CurvatureOptimizer):
             v1_beta=positive("v1_beta", v1_beta, allow_zero=True),
             v1_gamma=positive("v1_gamma", v1_gamma, allow_zero=True))
         self._check_momentum(None, defaults)
-        super().__init__(params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed, probe)
+        super().__init__(params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed, probe,
+                         eigval_tol, warm_start)
 
     # ---------------------------------------------------------------- the bound
     @staticmethod

@@ -36,6 +36,34 @@ each batch's graph during the probe: pass one batch to keep it to one step's mem
 - ``None`` — the **current batch**: hand it over with :meth:`Probe.set_batch` before the
   probing step (``probe.set_batch(x, y)``); it stays until replaced.
 
+Probe batch and cost: ``fraction``
+---------------------------------
+``fraction=f`` (in (0, 1], default 1) makes every probe use a share f of each of its batches:
+round(f·n_b) examples (at least 1) of a batch of n_b, drawn uniformly without replacement,
+afresh at each probe, by the probe's own generator (seeded with ``seed``, saved by
+:meth:`state_dict`). With ``data=None`` that is a fraction of the *current training batch*;
+for a *fixed probe subset* pass the subset itself as ``data`` (its size is what counts).
+
+What a probe costs, relative to the training loop (the overhead model of issue 14)::
+
+    overhead ≈ m · r · b / T_c        (+ c₀ · b / T_c, the probe's own graph)
+
+- m: HVPs per probe (the optimizer's ``hvp_per_probe``; it already includes k, the number
+  of eigenpairs, since one Lanczos run finds all k);
+- r: the time of one HVP over that of one training gradient on a batch of the same size
+  (≈ 1.5 for the graph-reusing HVP used here);
+- b: probe examples over training-batch examples (``last_n_examples`` / batch size: f for
+  ``fraction=f`` on the current batch; |subset| / batch size for a fixed subset);
+- T_c: the probe period, the optimizer's ``curvature_every``;
+- c₀: the probe's forward-and-backward with ``create_graph`` (≈ 1–2 gradients), paid once
+  per probe on top of the m products.
+
+m falls with a warm start (the optimizers start each Lanczos run from the last probe's
+eigenvectors) and with a loose stopping rule (their ``eigval_tol``: the relative eigenvalue
+error, e.g. 1e-2 when λ₁ to 1 % is enough). b trades cost for accuracy: a probe of a small
+batch is cheap, but its λ₁ is that batch's Hessian's, which overestimates the full-data λ₁
+more the smaller the batch. ``benchmarks/overhead.py`` measures all of this.
+
 No side effects: the probe never reads or writes ``p.grad`` (the update is the user's
 gradient, clipped or otherwise changed as the user likes), and it runs the model through
 ``torch.func.functional_call`` on detached copies of the parameters with *cloned* buffers,
@@ -45,12 +73,23 @@ so BatchNorm running statistics are not updated. The model is used in the mode i
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
-from ._common import _is_pair, _move, as_batches, common_device_dtype, flatten, unflatten
+from .._validate import nonneg_int
+from ._common import _batch_size, _is_pair, _move, as_batches, common_device_dtype, flatten, unflatten
 
 PROBE_MODES = ("fixed", "stream", "current")
+
+
+def _take(x, idx):
+    """Rows ``idx`` (a CPU index tensor) of a batch: a tensor, a tuple/list of tensors, a sequence."""
+    if isinstance(x, torch.Tensor):
+        return x.index_select(0, idx.to(x.device))
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
+        return type(x)(_take(t, idx) for t in x)
+    return [x[i] for i in idx.tolist()]
 
 
 def _graph_matvec(gs, inputs, like):
@@ -92,16 +131,25 @@ class Probe:
         by :meth:`set_batch`); see the module docstring. Floating-point tensors are moved to
         the parameters' device and dtype when probed.
 
+    fraction : float in (0, 1], keyword
+        The share of each batch a probe uses (default 1: all of it); see the module
+        docstring ("Probe batch and cost"). ValueError outside (0, 1] (NaN included).
+    seed : int >= 0, keyword
+        Seed of the generator that draws the ``fraction`` subsets.
+
     Attributes
     ----------
     mode : {"fixed", "stream", "current"}
+    fraction : float
     n_batches_drawn : int
         Batches taken from a stream (0 for the other modes).
     last_loss : float
         The probe-set loss L_P(θ) at the last probe (NaN before the first).
+    last_n_examples : int
+        Examples the last probe differentiated (after ``fraction``; 0 before the first).
     """
 
-    def __init__(self, model, loss_fn=None, data=None):
+    def __init__(self, model, loss_fn=None, data=None, *, fraction=1.0, seed: int = 0):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is None:
@@ -110,10 +158,19 @@ class Probe:
         if not callable(loss_fn):
             raise TypeError(f"Probe: loss_fn must be callable (outputs, targets) -> mean loss, got "
                             f"{type(loss_fn).__name__}")
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            raise TypeError(f"Probe: fraction must be a real number in (0, 1], got {type(fraction).__name__}")
+        if not (0.0 < float(fraction) <= 1.0):  # False for NaN too
+            raise ValueError(f"Probe: fraction must be in (0, 1] (the share of each batch a probe "
+                             f"uses), got {fraction!r}")
         self.model = model
         self.loss_fn = loss_fn
+        self.fraction = float(fraction)
+        self.seed = nonneg_int("seed", seed)
+        self._generator = None
         self.n_batches_drawn = 0
         self.last_loss = float("nan")
+        self.last_n_examples = 0
         self._current = None
         self._source = self._iter = None
         self._fixed = self._moved = None
@@ -135,6 +192,8 @@ class Probe:
         name = getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)
         extra = (f", {len(self._fixed.batches)} batch(es), {self._fixed.n_examples} examples"
                  if self.mode == "fixed" else "")
+        if self.fraction != 1.0:
+            extra += f", fraction={self.fraction:g}"
         return f"Probe(model={type(self.model).__name__}, loss_fn={name}, mode={self.mode!r}{extra})"
 
     def set_batch(self, inputs, targets) -> None:
@@ -146,7 +205,37 @@ class Probe:
         self._current = (inputs, targets)
 
     # ------------------------------------------------------------------ internals
+    def _gen(self):
+        if self._generator is None:
+            self._generator = torch.Generator()
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def _subsample(self, batches, weights):
+        """``fraction`` of each batch (uniform, without replacement), re-weighted by size."""
+        if self.fraction == 1.0:
+            return batches, weights
+        out, sizes = [], []
+        for x, y in batches:
+            n = _batch_size(x, "Probe data")
+            m = max(1, min(n, int(round(self.fraction * n))))
+            idx = torch.randperm(n, generator=self._gen())[:m].sort().values
+            out.append((_take(x, idx), _take(y, idx)))
+            sizes.append(m)
+        total = sum(sizes)
+        return out, [s / total for s in sizes]
+
+    def _sizes(self, batches):
+        return sum(_batch_size(x, "Probe data") for x, _ in batches)
+
     def _batches(self, device, dtype):
+        """[(x, y), ...] and their weights n_b/N for this probe (after ``fraction``)."""
+        batches, weights = self._full_batches(device, dtype)
+        batches, weights = self._subsample(batches, weights)
+        self.last_n_examples = self._sizes(batches)
+        return batches, weights
+
+    def _full_batches(self, device, dtype):
         """[(x, y), ...] and their weights n_b/N for this probe, on (device, dtype)."""
         if self.mode == "fixed":
             key = (device, dtype)
@@ -224,9 +313,17 @@ class Probe:
         return matvec, graphs.clear
 
     def state_dict(self) -> dict:
-        """The probe's counters (its data and model are configuration, not state)."""
-        return {"mode": self.mode, "n_batches_drawn": self.n_batches_drawn, "last_loss": self.last_loss}
+        """The probe's counters and subset generator (data and model are configuration)."""
+        return {"mode": self.mode, "n_batches_drawn": self.n_batches_drawn, "last_loss": self.last_loss,
+                "last_n_examples": self.last_n_examples,
+                "generator_state": None if self._generator is None else self._generator.get_state().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.n_batches_drawn = int(state.get("n_batches_drawn", 0))
         self.last_loss = float(state.get("last_loss", float("nan")))
+        self.last_n_examples = int(state.get("last_n_examples", 0))
+        gs = state.get("generator_state")
+        if gs is None:
+            self._generator = None
+        else:
+            self._gen().set_state(gs.to("cpu", torch.uint8))

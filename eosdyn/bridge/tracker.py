@@ -116,6 +116,10 @@ class CurvatureTracker:
         Eigenvalues measured (2 gives λ₂ and the gap).
     tol : float or None
         Lanczos relative residual tolerance (None: the curvature module's default).
+    eigval_tol : float or None
+        Stop instead (or also, with ``tol``) on the estimated relative *eigenvalue* error, as
+        :func:`~eosdyn.bridge.sharpness` does: warm-started from the last measurement's
+        eigenvectors, ``tol=None, eigval_tol=1e-3`` typically takes a few HVPs a measurement.
     max_iter : int, optional
         HVP budget of each Lanczos run.
     hvp_method : str
@@ -149,12 +153,13 @@ class CurvatureTracker:
     def __init__(self, model, loss_fn, data, k: int = 2, tol: float | None = 1e-6,
                  max_iter: int | None = None, hvp_method: str = "auto", seed: int = 0,
                  batch_size: int | None = None, batch_options: dict | None = None, extras=(),
-                 trace_matvecs: int = 30):
+                 trace_matvecs: int = 30, eigval_tol: float | None = None):
         # repeated: one measurement takes many products at the same θ (the retained-graph HVP
         # on a single batch); the graph is released after each, so training never holds it
         self.operator = HessianOperator(model, loss_fn, data, hvp_method, repeated=True)
         self.k = _check_k(k, self.operator.dim)
         self.tol = None if tol is None else positive("tol", tol)
+        self.eigval_tol = None if eigval_tol is None else positive("eigval_tol", eigval_tol)
         self.max_iter, self.seed = max_iter, seed
         self.eigenvectors = None
         self.preconditioned_eigenvectors = None
@@ -195,7 +200,7 @@ class CurvatureTracker:
 
     def _top(self, matvec, k, v0, preconditioned_):
         res = _run(self.operator, matvec, k, v0, self.tol, self.max_iter, "lanczos", self.seed,
-                   preconditioned_)
+                   preconditioned_, eigval_tol=self.eigval_tol)
         self.n_hvp += res.n_hvp
         return res
 
