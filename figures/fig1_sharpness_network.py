@@ -90,17 +90,19 @@ def draw(r):
         ok = np.isfinite(run["sharpness"])
         ax.plot(run["step"][ok], run["sharpness"][ok], color=c, lw=1.0, label=f"η = {run['lr']:.3g}")
         plot.edge_line(ax, run["lr"], color_=c, label=None, lw=0.8)
-        bx.plot(run["step"], run["loss"], color=c, lw=0.8, label=f"η = {run['lr']:.3g}")
+        bx.plot(run["step"], run["loss"], color=c, lw=0.8)
     ax.plot([], [], "k--", lw=0.8, label="2/η (dashed, same colour)")
     ax.set_ylabel("sharpness λ₁ of the training loss")
     cfg = r["cfg"]
     ax.set_title(f"full-batch GD, tanh MLP {cfg['hidden']} on {cfg['n']} digits, squared loss")
-    ax.legend(fontsize=7, loc="lower right")
+    # one legend for both panels, in a row above them: inside panel (a) it covered the curve that
+    # hovers at its edge, and panel (b) repeated it
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=len(r["runs"]) + 1,
+               fontsize=8, handlelength=1.8, columnspacing=1.4, frameon=False)
     plot.panel_label(ax, "a")
     bx.set_yscale("log")
     bx.set_xlabel("step")
     bx.set_ylabel("training loss")
-    bx.legend(fontsize=7)
     plot.panel_label(bx, "b")
     return fig
 

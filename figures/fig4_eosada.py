@@ -25,12 +25,17 @@ step at which a run's loss is ≤ the target; the speed-up is (best baseline's m
   target = the worst final loss of the GD baseline over the seeds (so every GD run reaches it).
   Runs: :func:`eosdyn.bridge.train`.
 
-Panels: loss (mean ± sd over seeds) and sharpness λ₁ (mean ± sd), toy on the left, network
-on the right.
+Panels: (a, b) the loss, the mean ± sd of log10 L over the seeds (a geometric mean and band);
+(c, d) the sharpness λ₁: the median over the seeds, the band from the 25th to the 75th percentile
+(the middle three of five seeds) and every seed as a thin line (a mean ± sd band is symmetric:
+one seed that settles at a much sharper minimum stretched it below zero). Toy on the left,
+network on the right. The JSON's ``bands`` says so.
 
     python figures/fig4_eosada.py [--quick] [--out DIR]
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -108,6 +113,9 @@ def net_part(quick: bool, quiet: bool) -> dict:
 
     from eosdyn.bridge import MLP, digits, mse_loss, train
 
+    # numba's OpenMP threading layer (the toy part's ensembles ran before this) resets torch's
+    # intra-op threads to the core count: pin them again to the 1 that figure_main set
+    torch.set_num_threads(1)
     cfg = net_config(quick)
     X, Y = digits(n=cfg["n"], targets="onehot", seed=0)
     jobs = [(fam, v) for fam, vs in cfg["grids"].items() for v in vs] + [("eosada", 1.9)]
@@ -153,6 +161,25 @@ def compute(quick: bool, quiet: bool = False) -> dict:
     return dict(toy=toy_part(quick, quiet), net=net_part(quick, quiet), quick=quick)
 
 
+#: The sharpness panels' band: the 25th to 75th percentile over the seeds (the middle three of five),
+#: around the median, with every seed drawn thin. A mean ± sd band is symmetric: where one seed settles
+#: at a much sharper minimum it stretched below zero and hid the other curves.
+SHARPNESS_BAND = (25, 75)
+
+
+def _quantile_band(ax, x, Y, *, color, label, alpha=0.22, **kw):
+    """The median over seeds (rows of ``Y``), a shaded SHARPNESS_BAND percentile band and each seed as
+    a thin line (NaN-aware: a diverged seed drops out)."""
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (every seed diverged) stay NaN
+        lo, mid, hi = np.nanpercentile(Y, [SHARPNESS_BAND[0], 50, SHARPNESS_BAND[1]], axis=0)
+    for y in Y:
+        ax.plot(x, y, color=color, lw=0.4, alpha=0.45)
+    (line,) = ax.plot(x, mid, color=color, label=label, **kw)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=alpha, lw=0)
+
+
 FAM_LABEL = {"gd": "GD", "heavyball": "heavy-ball (β=0.9)", "adam": "Adam", "eosada": "EoS-Ada (α=1.9)"}
 
 
@@ -165,17 +192,17 @@ def draw(r):
         run = toy["runs"][lab]
         c = plot.color(fam)
         plot.seed_band(axes[0, 0], run["step"], run["loss"], color=c, label=lab, log=True)
-        plot.seed_band(axes[1, 0], run["sharp_step"], run["sharpness"], color=c, label=lab)
+        _quantile_band(axes[1, 0], run["sharp_step"], run["sharpness"], color=c, label=lab)
     if toy["best"]["eosada"] != toy["default"]:
         run = toy["runs"][toy["best"]["eosada"]]
         plot.seed_band(axes[0, 0], run["step"], run["loss"], color=plot.color("eosada"), ls=":",
                        label=toy["best"]["eosada"] + " (best α)", log=True)
     axes[0, 0].set_yscale("log")
-    axes[0, 0].set_ylabel("loss (mean ± sd, 5 seeds)")
+    axes[0, 0].set_ylabel(f"loss (geometric mean ± sd, {SEEDS} seeds)")
     axes[0, 0].set_title("toy: ¼(x²y² − 1)² (Zhu et al.), tuned baselines")
     axes[0, 0].legend(fontsize=6)
     axes[1, 0].set_xlabel("step")
-    axes[1, 0].set_ylabel("sharpness λ₁")
+    axes[1, 0].set_ylabel(f"sharpness λ₁ (median, {SHARPNESS_BAND[0]}–{SHARPNESS_BAND[1]}% band)")
     plot.panel_label(axes[0, 0], "a")
     plot.panel_label(axes[1, 0], "c")
 
@@ -186,7 +213,7 @@ def draw(r):
         lab = FAM_LABEL[fam] + ("" if fam == "eosada" else f", η={k[1]:g}")
         plot.seed_band(axes[0, 1], run["step"], run["loss"], color=c, label=lab, log=True)
         ok = np.all(np.isfinite(run["sharpness"]), axis=0)
-        plot.seed_band(axes[1, 1], run["step"][ok], run["sharpness"][:, ok], color=c, label=lab)
+        _quantile_band(axes[1, 1], run["step"][ok], run["sharpness"][:, ok], color=c, label=lab)
     axes[0, 1].axhline(net["target"], color="0.5", lw=0.6, ls=":", label="target (GD's worst final loss)")
     axes[0, 1].set_yscale("log")
     axes[0, 1].set_title(f"tanh MLP on {net['cfg']['n']} digits, full batch")
@@ -235,7 +262,11 @@ def summarize(r) -> dict:
                    f"seed 0, no tracking; against {fastest_wall}; EoS-Ada uses "
                    f"{w['eosada']['hvp_per_step']:.1f} HVPs per step"),
     ]
+    bands = {"loss": "mean ± sd of log10(loss) over the seeds (geometric mean and band)",
+             "sharpness": f"median over the seeds, band from the {SHARPNESS_BAND[0]}th to the "
+                          f"{SHARPNESS_BAND[1]}th percentile over the {SEEDS} seeds, every seed drawn thin"}
     return {"title": DESCRIPTION, "number": NUMBER, "mode": "quick" if r["quick"] else "full", "seeds": SEEDS,
+            "bands": bands,
             "toy": {"loss": "ZhuMinimalist: (x**2*y**2 - 1)**2/4", "init": "uniform [0.2, 1.6]^2",
                     "steps": toy["steps"],
                     "target": "L ≤ 1e-8·L(θ₀) per seed", "runs": toy_table, "best": toy["best"],

@@ -9,7 +9,8 @@ Panels
       the nullclines ∂L/∂x = 0 and ∂L/∂y = 0, and GD orbits from one start at
       η = 0.8·η* (converges), η = η* (marginal: converges only algebraically) and
       η = 1.15·η* (the minimum is unstable; the orbit settles on a period-2 cycle —
-      the EoS oscillation);
+      the EoS oscillation). Each orbit's first ORBIT_SHOWN steps are drawn, fading with
+      the step, and the period-2 cycle as two squares joined by a thick line;
   (b) the distance to the minimum against the step for the three orbits;
   (c) the half-width of the period-2 cycle against η − η*: a supercritical flip
       (period-doubling) bifurcation, whose normal form predicts amplitude ∝ (η − η*)^{1/2}
@@ -42,6 +43,7 @@ MINIMA = np.array([[1.0, 1.0], [-1.0, -1.0]])
 FACTORS = (0.8, 1.0, 1.15)
 START = np.array([1.3, 0.6])
 ZOOM = (0.2, 1.8)
+ORBIT_SHOWN = 12  # steps of each orbit drawn in panel (a)
 
 
 def make_loss():
@@ -115,6 +117,27 @@ def _fate(o):
     return f"period {o['period']}" if o["period"] > 1 else "no period found"
 
 
+def _draw_orbit(ax, o, c, tol):
+    """The first ORBIT_SHOWN steps of an orbit, fading with the step (the start is darkest), and its
+    limit: the minimum, or the two points of its period-2 cycle joined by a thick line (a cycle
+    narrower than ``tol``, the basins' tolerance, is the marginal orbit still closing in)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgb
+
+    p = o["path"][:ORBIT_SHOWN + 1]
+    alpha = np.linspace(1.0, 0.25, len(p))
+    rgba = np.array([(*to_rgb(c), a) for a in alpha])
+    segs = np.stack([p[:-1], p[1:]], axis=1)
+    ax.add_collection(LineCollection(segs, colors=rgba[:-1], linewidths=1.0, zorder=3))
+    ax.scatter(p[:, 0], p[:, 1], s=np.linspace(14, 4, len(p)), c=rgba, lw=0, zorder=3)
+    ax.plot([], [], "-o", ms=3, lw=1.0, color=c, label=f"η = {o['factor']:g}·2/λ")
+    if o["period"] == 2 and o["half_width"] > tol:
+        q = o["path"][-2:]
+        ax.plot(q[:, 0], q[:, 1], "-", lw=2.2, color=c, alpha=0.9, zorder=4, solid_capstyle="round")
+        ax.plot(q[:, 0], q[:, 1], "s", ms=6, mfc="white", mec=c, mew=1.5, zorder=4,
+                label="its period-2 cycle")
+
+
 def draw(r):
     from matplotlib.colors import ListedColormap
 
@@ -131,18 +154,17 @@ def draw(r):
         ax.plot(seg[:, 0], seg[:, 1], color="0.35", lw=0.8, ls=":")
     cols = [plot.color("gd"), plot.color("heavyball"), plot.color("adam")]
     for o, c in zip(r["orbits"], cols):
-        p = o["path"][:40]
-        ax.plot(p[:, 0], p[:, 1], "-o", ms=2.5, lw=0.8, color=c, label=f"η = {o['factor']:g}·2/λ")
-        if o["period"] == 2:
-            ax.plot(o["path"][-2:, 0], o["path"][-2:, 1], "s", ms=6, mfc="none", color=c)
-    ax.plot(*MINIMA.T, "k*", ms=9)
+        _draw_orbit(ax, o, c, r["tol"])
+    ax.plot([], [], color="0.35", lw=0.8, ls="-", label="∂L/∂x = 0")
+    ax.plot([], [], color="0.35", lw=0.8, ls=":", label="∂L/∂y = 0")
+    ax.plot(*MINIMA.T, "k*", ms=9, zorder=5)
     ax.set_xlim(*ZOOM)
     ax.set_ylim(*ZOOM)
     ax.set_aspect("equal")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title("field −∇L, nullclines, orbits near θ+")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("field −∇L and GD orbits")
+    ax.legend(loc="upper left", fontsize=6, handlelength=1.6, framealpha=0.85, frameon=True)
     plot.panel_label(ax, "a")
 
     ax = axes[0, 1]
@@ -160,7 +182,7 @@ def draw(r):
     ax.loglog(r["eps"][ok], r["amp"][ok], "o", color=plot.color("gd"), label="measured half-width")
     if np.isfinite(r["slope"]):
         c0 = np.exp(np.mean(np.log(r["amp"][ok]) - 0.5 * np.log(r["eps"][ok])))
-        ax.loglog(r["eps"], c0 * r["eps"] ** 0.5, "--", color=plot.color("theory"), label="∝ (η/η* − 1)^{1/2}")
+        ax.loglog(r["eps"], c0 * r["eps"] ** 0.5, "--", color=plot.color("theory"), label="∝ (η/η* − 1)$^{1/2}$")
     ax.set_xlabel("η/η* − 1")
     ax.set_ylabel("2-cycle half-width")
     ax.set_title(f"flip bifurcation: slope {r['slope']:.3f}")

@@ -257,15 +257,15 @@ def _radius(T) -> float:
 class SGDThreshold:
     """:func:`sgd_threshold`'s answer.
 
-    threshold : the exact mean-square threshold η* (ρ(E[A_B ⊗ A_B]) = 1).
-    gd_threshold : full-batch GD's (or heavy-ball's) threshold 2(1 + β)/λ_max ≥ threshold.
-    wu_ma_e_sufficient : the largest η with λ_max((I − ηH)² + pη²Σ_H) ≤ 1, a lower bound on
-        ``threshold`` (Wu, Ma & E 2018's sufficient condition); None with momentum.
-    wu_ma_e_necessary : min(2/a, 1/(s√p)), Wu, Ma & E's stated necessary conditions; an upper
-        bound on ``threshold`` in one dimension, not a bound in general (module docstring);
-        None with momentum.
-    p : the mixture's single-example probability.
-    sharpness, non_uniformity : a = λ_max(H) and s = λ_max((1/n)ΣHᵢ² − H²)^{1/2}.
+    - threshold : the exact mean-square threshold η* (ρ(E[A_B ⊗ A_B]) = 1).
+    - gd_threshold : full-batch GD's (or heavy-ball's) threshold 2(1 + β)/λ_max ≥ threshold.
+    - wu_ma_e_sufficient : the largest η with λ_max((I − ηH)² + pη²Σ_H) ≤ 1, a lower bound on
+      ``threshold`` (Wu, Ma & E 2018's sufficient condition); None with momentum.
+    - wu_ma_e_necessary : min(2/a, 1/(s√p)), Wu, Ma & E's stated necessary conditions; an upper
+      bound on ``threshold`` in one dimension, not a bound in general (module docstring);
+      None with momentum.
+    - p : the mixture's single-example probability.
+    - sharpness, non_uniformity : a = λ_max(H) and s = λ_max((1/n)ΣHᵢ² − H²)^{1/2}.
     """
 
     threshold: float
@@ -353,14 +353,14 @@ def _first_crossing(f, eta_max, rtol) -> float:
 class BatchSharpness:
     """:func:`batch_sharpness`'s answer.
 
-    value : E_B[g_Bᵀ H_B g_B / ‖g_B‖²] (exact, or the Monte-Carlo mean).
-    ci95 : (low, high), the 95 % Student-t interval of the Monte-Carlo mean; (value, value) if exact.
-    expectation_inside : E_B[g_Bᵀ H_B g_B] / E_B[‖g_B‖²] over the same batches.
-    n_batches : batches evaluated; exact : whether every batch was enumerated.
-    rel_std_error : the Monte-Carlo standard error over |value| (0 if exact).
-    n_hvp : Hessian-vector products used (torch models: one per batch; 0 for the toy losses).
-    reached_target : whether the requested relative standard error was reached (False when
-        ``max_batches`` ran out first, which also warns).
+    - value : E_B[g_Bᵀ H_B g_B / ‖g_B‖²] (exact, or the Monte-Carlo mean).
+    - ci95 : (low, high), the 95 % Student-t interval of the Monte-Carlo mean; (value, value) if exact.
+    - expectation_inside : E_B[g_Bᵀ H_B g_B] / E_B[‖g_B‖²] over the same batches.
+    - n_batches : batches evaluated; exact : whether every batch was enumerated.
+    - rel_std_error : the Monte-Carlo standard error over |value| (0 if exact).
+    - n_hvp : Hessian-vector products used (torch models: one per batch; 0 for the toy losses).
+    - reached_target : whether the requested relative standard error was reached (False when
+      ``max_batches`` ran out first, which also warns).
     """
 
     value: float

@@ -354,18 +354,19 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
             blowup=1e100, kernel="auto", progress=None, max_call_steps=None) -> MapOutput:
     """Run the stepping core for n trajectories of ``rule`` on ``loss`` (inputs already checked).
 
-    theta0s : (n, d) float64, copied. states0 : (n, S) or None (the rule's initial state).
-    hypers : (n, h) per-trajectory hyperparameter rows (default: ``rule.hyper`` for all).
-    records : names in :data:`RECORDS` to record at steps record_start + r·record_every.
-    exact_curvature : probe the exact curvature at every step (the analysis's map F)
-        instead of the rule's own schedule.
-    noise : a :class:`NoisePlan` or None. moments : 0 none, 1 per-coordinate, 2 covariance.
+    - theta0s : (n, d) float64, copied. states0 : (n, S) or None (the rule's initial state).
+    - hypers : (n, h) per-trajectory hyperparameter rows (default: ``rule.hyper`` for all).
+    - records : names in :data:`RECORDS` to record at steps record_start + r·record_every.
+    - exact_curvature : probe the exact curvature at every step (the analysis's map F)
+      instead of the rule's own schedule.
+    - noise : a :class:`NoisePlan` or None. moments : 0 none, 1 per-coordinate, 2 covariance.
+    - kernel : "auto", "blocked" or "trajectory". progress : callable(states done, total).
+    - max_call_steps : cap on the states per kernel call (the tests cut runs with it).
+
     A rule that steps on a minibatch gradient (``rule.minibatch(loss)`` not None: SGD) has its
     batch drawn by the core from each trajectory's stream; where the batch is the whole data
     set (B = n without replacement) the core steps on ∇L itself and draws nothing, and the
     ``batch_loss`` record is the ``loss`` record.
-    kernel : "auto", "blocked" or "trajectory". progress : callable(states done, total).
-    max_call_steps : cap on the states per kernel call (the tests cut runs with it).
     """
     thetas = np.array(theta0s, dtype=np.float64, order="C", copy=True)
     n, d = thetas.shape

@@ -310,6 +310,7 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
         - ``srk15``: strong order 1.5 for additive noise (Rößler 2010, SRA1) and for
           diagonal noise (SRA1 drift stages + Kloeden–Platen §11.2 diffusion terms;
           see :func:`eosdyn.sde.integrate` for the tableau).
+
         General state-dependent noise (Hessian-aligned, minibatch, a matrix or
         covariance callable) supports ``euler`` only (ValueError otherwise).
     record_every : int, optional
