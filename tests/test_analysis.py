@@ -445,7 +445,7 @@ def test_stationary_covariance_per_mode_closed_forms():
     lam = np.array([0.05, 0.5, 0.95])
     eta, s2 = 2.0, 0.3  # ηλ = 0.1, 1, 1.9
     for kind in ("sde", "map"):
-        C = stationary_covariance(np.diag(lam), s2 * np.eye(3), eta, kind=kind)
+        C = stationary_covariance(np.diag(lam), s2 * np.eye(3), eta, kind=kind)  # both default to "sgd"
         np.testing.assert_allclose(np.diag(C), stationary_variance_per_mode(lam, s2, eta, kind), rtol=1e-12)
         np.testing.assert_allclose(C - np.diag(np.diag(C)), 0, atol=1e-14)
     ratio = np.diag(stationary_covariance(np.diag(lam), s2, eta, "map")) / np.diag(
@@ -460,10 +460,10 @@ def test_stationary_covariance_solves_the_lyapunov_equations():
     B = rng.standard_normal((3, 3))
     S = B @ B.T
     eta = 1.0 / np.linalg.eigvalsh(H)[-1]
-    C = stationary_covariance(H, S, eta, "sde")
+    C = stationary_covariance(H, S, eta, "sde", convention="proposal")
     np.testing.assert_allclose(eta * H @ C + C @ (eta * H), eta * S, atol=1e-12)
     M = np.eye(3) - eta * H
-    Cm = stationary_covariance(H, S, eta, "map")
+    Cm = stationary_covariance(H, S, eta, "map", convention="proposal")
     np.testing.assert_allclose(M @ Cm @ M.T + eta * S, Cm, atol=1e-12)
 
 
@@ -472,7 +472,7 @@ def test_stationary_covariance_of_the_map_matches_simulation():
     H = np.array([[1.2, 0.5], [0.5, 0.9]])
     Sig = np.array([[0.5, 0.1], [0.1, 0.2]])
     eta = 1.9 / np.linalg.eigvalsh(H)[-1]  # top mode at ηλ = 1.9
-    C = stationary_covariance(H, Sig, eta, "map")
+    C = stationary_covariance(H, Sig, eta, "map", convention="proposal")
     n, steps = 20000, 600
     Lc = np.linalg.cholesky(Sig)
     th = np.zeros((n, 2))

@@ -106,7 +106,7 @@ def test_stationary_variance_per_mode_other_bad_input(args, exc, match):
 def test_stationary_variance_per_mode_valid_values_unchanged():
     lam = np.array([0.05, 0.5, 0.95])
     eta, s2 = 2.0, 0.3
-    np.testing.assert_array_equal(stationary_variance_per_mode(lam, s2, eta, "map"), s2 / (lam * (2.0 - eta * lam)))
-    np.testing.assert_array_equal(stationary_variance_per_mode(lam, s2, eta, "sde"), s2 / (2.0 * lam))
+    np.testing.assert_array_equal(stationary_variance_per_mode(lam, s2, eta, "map", convention="proposal"), s2 / (lam * (2.0 - eta * lam)))
+    np.testing.assert_array_equal(stationary_variance_per_mode(lam, s2, eta, "sde", convention="proposal"), s2 / (2.0 * lam))
     assert stationary_variance_per_mode(0.5, 1.0, 1.0, "map") == 1.0 / (0.5 * 1.5)
     assert stationary_variance_per_mode([0.5], 0.0, 1.0)[0] == 0.0

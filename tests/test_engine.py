@@ -233,16 +233,17 @@ def test_noise_in_the_core_is_noisy_gd_and_the_sde_euler_step():
     loss = Quadratic(eigs=[3.0, 1.0, 0.5], center=[0.1, 0.2, -0.3])
     X = np.random.default_rng(5).standard_normal((7, 3))
     noise = sde.Isotropic(0.3)
-    # the engine's noise= adds √η·Bξ per step: the "proposal" convention of eosdyn.sde
+    # noise= under convention="proposal" adds √η·Bξ per step, as eosdyn.sde's "proposal" does
     a = sde.noisy_gd(loss, 0.2, noise, X, 60, record_every=1, seed=9, record_theta=True, convention="proposal")
     b = sde.simulate(loss, 0.2, noise, X, 1.0, 60, method="euler", record_every=1, seed=9, record_theta=True,
                      convention="proposal")
-    c = eosdyn.ensemble(loss, GD(0.2), X, 60, record_every=1, seed=9, noise=noise, record_theta=True)
+    c = eosdyn.ensemble(loss, GD(0.2), X, 60, record_every=1, seed=9, noise=noise, record_theta=True,
+                        convention="proposal")
     for x in (b, c):
         np.testing.assert_array_equal(a.theta, x.theta)
         np.testing.assert_array_equal(a.loss, x.loss)
         np.testing.assert_array_equal(a.final_theta, x.final_theta)
-    tr = eosdyn.simulate(loss, GD(0.2), X[4], 60, seed=9, stream_index=4, noise=noise)
+    tr = eosdyn.simulate(loss, GD(0.2), X[4], 60, seed=9, stream_index=4, noise=noise, convention="proposal")
     np.testing.assert_array_equal(tr.theta, a.theta[4])
 
 

@@ -180,13 +180,15 @@ def test_stationary_covariance_takes_the_convention():
     for kind, beta in (("sde", 0.0), ("map", 0.0), ("map", 0.6)):
         p = stationary_covariance(H, S, eta, kind, momentum=beta, convention="proposal")
         g = stationary_covariance(H, S, eta, kind, momentum=beta, convention="sgd")
-        np.testing.assert_array_equal(p, stationary_covariance(H, S, eta, kind, momentum=beta))  # default here
+        np.testing.assert_array_equal(g, stationary_covariance(H, S, eta, kind, momentum=beta))  # the default: SGD's
         np.testing.assert_allclose(g, eta * p, rtol=1e-10, atol=1e-15)
-        np.testing.assert_allclose(stationary_covariance(H, eta * S, eta, kind, momentum=beta), g, rtol=1e-10,
+        np.testing.assert_allclose(stationary_covariance(H, eta * S, eta, kind, momentum=beta, convention="proposal"),
+                                   g, rtol=1e-10,
                                    atol=1e-15)
     lam = np.array([0.5, 2.0])
     np.testing.assert_allclose(stationary_variance_per_mode(lam, 0.4, 0.3, "map", momentum=0.5, convention="sgd"),
-                               0.3 * stationary_variance_per_mode(lam, 0.4, 0.3, "map", momentum=0.5), rtol=1e-14)
+                               0.3 * stationary_variance_per_mode(lam, 0.4, 0.3, "map", momentum=0.5, convention="proposal"),
+                               rtol=1e-14)
 
 
 @pytest.mark.parametrize("bad", ["lma", "SGD", "seed", None, 1, ["sgd"]])

@@ -190,7 +190,7 @@ def test_heavyball_stationary_covariance_solves_its_lyapunov_equation(beta):
     H = A0 @ A0.T + 0.5 * np.eye(3)
     S = np.diag([0.3, 0.1, 0.2])
     eta = 1.5 * (1 + beta) / np.linalg.eigvalsh(H)[-1]
-    C = stationary_covariance(H, S, eta, "map", momentum=beta)
+    C = stationary_covariance(H, S, eta, "map", momentum=beta, convention="proposal")
     I, Z = np.eye(3), np.zeros((3, 3))
     A = np.block([[(1 + beta) * I - eta * H, -beta * I], [I, Z]])
     Q = np.block([[eta * S, Z], [Z, Z]])
@@ -203,10 +203,10 @@ def test_heavyball_stationary_covariance_solves_its_lyapunov_equation(beta):
 def test_heavyball_variance_closed_form_theory_and_ensemble(eta_lam, beta):
     lam, s2 = 2.0, 0.4
     eta = eta_lam / lam
-    v = stationary_variance_per_mode(lam, s2, eta, "map", momentum=beta)
+    v = stationary_variance_per_mode(lam, s2, eta, "map", momentum=beta, convention="proposal")
     assert v == pytest.approx((1 + beta) * s2 / ((1 - beta) * lam * (2 + 2 * beta - eta * lam)), rel=1e-14)
     assert v == pytest.approx(noisy_gd.variance_heavyball(lam, eta * s2, eta, beta), rel=1e-12)
-    assert stationary_covariance([[lam]], s2, eta, "map", momentum=beta)[0, 0] == pytest.approx(v, rel=1e-10)
+    assert stationary_covariance([[lam]], s2, eta, "map", momentum=beta, convention="proposal")[0, 0] == pytest.approx(v, rel=1e-10)
     # an independent ensemble of θ_{t+1} = θ_t − ηλθ_t + β(θ_t − θ_{t−1}) + √η σ ξ
     g = np.random.default_rng(7)
     S, burn, keep = 4000, 600, 400

@@ -159,8 +159,8 @@ def test_noisy_gd_variances_against_lyapunov_solvers():
     s2 = 0.7
     for eta_lam in (0.1, 1.0, 1.9):
         lam, eta = 0.5, eta_lam / 0.5
-        vm = stationary_covariance([[lam]], [[s2]], eta, "map")[0, 0]
-        vs = stationary_covariance([[lam]], [[s2]], eta, "sde")[0, 0]
+        vm = stationary_covariance([[lam]], [[s2]], eta, "map", convention="proposal")[0, 0]
+        vs = stationary_covariance([[lam]], [[s2]], eta, "sde", convention="proposal")[0, 0]
         assert vm == pytest.approx(noisy_gd.variance_map(lam, s2, eta), rel=1e-12)
         assert vs == pytest.approx(noisy_gd.variance_sde(lam, s2, eta), rel=1e-12)
         assert vm / vs == pytest.approx(2 / (2 - eta_lam), rel=1e-12)

@@ -1,13 +1,13 @@
 r"""Stationary covariances of noisy gradient descent on a quadratic: SDE and discrete map.
 
-**Conventions** (:mod:`eosdyn.sde.noise`). A step adds noise of covariance c²Σ: c² = η in the
-EoS-Ada proposal's form (``convention="proposal"``, the default *here*, the form written
-below) and c² = η² in Li, Malladi & Arora's SDE of SGD (``convention="sgd"``, arXiv
-2102.12470; the default of :mod:`eosdyn.sde`), where Σ = Σ_B is SGD's minibatch-gradient
-covariance. Every formula below holds for "sgd" with Σ replaced by ηΣ; so under "sgd" the
-covariances are η times the proposal's. (Here the default stays "proposal", the meaning
-``noise_cov`` had before the keyword; pass ``convention`` to say which.) For SGD itself on a
-finite sum, with the batch Hessian's randomness, see
+**Conventions** (:mod:`eosdyn.sde.noise`). A step adds noise of covariance c²Σ: c² = η² in Li,
+Malladi & Arora's SDE of SGD (``convention="sgd"``, arXiv 2102.12470; **the default**, as in
+:mod:`eosdyn.sde` and the stepping core :mod:`eosdyn.engine.noise`), where Σ = Σ_B is SGD's
+minibatch-gradient covariance; c² = η in the EoS-Ada proposal's form (``convention="proposal"``,
+the form the formulas below are written in). Every formula below holds for "sgd" with Σ replaced
+by ηΣ, so under "sgd" the covariances are η times the proposal's. (Before the keyword existed
+these functions computed the "proposal" form; pass ``convention="proposal"`` to reproduce
+earlier results.) For SGD itself on a finite sum, with the batch Hessian's randomness, see
 :func:`eosdyn.analysis.sgd_stationary_covariance`.
 
 Near a minimum, L(θ) ≈ ½ θᵀHθ. The proposal's continuous model, with time measured
@@ -52,7 +52,7 @@ from ..sde.noise import noise_convention
 
 
 def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float = 0.0, *,
-                          convention: str = "proposal") -> np.ndarray:
+                          convention: str = "sgd") -> np.ndarray:
     """Stationary covariance of noisy GD on ½θᵀHθ with per-step noise covariance c²Σ.
 
     Parameters
@@ -65,10 +65,11 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
     momentum : heavy-ball β in [0, 1), ``kind="map"`` only: the θ-block of the stationary
         covariance of SGD with momentum (module docstring; needs ρ(A) < 1, i.e.
         0 < ηλ < 2 + 2β for every eigenvalue λ of H).
-    convention : "proposal" (default here: c² = η, the EoS-Ada proposal's
-        dθ = −η∇L dt + √(ηΣ) dW, t in steps) or "sgd" (c² = η², Li, Malladi & Arora's SDE of
-        SGD: with Σ = Σ_B the map is SGD's noise, in Gaussian form and without the batch
-        Hessian's randomness). The "sgd" answer is η times the "proposal" one.
+    convention : "sgd" (default: c² = η², Li, Malladi & Arora's SDE of SGD: with Σ = Σ_B the
+        map is SGD's noise, in Gaussian form and without the batch Hessian's randomness; the
+        default of :func:`eosdyn.sde.noisy_gd` and of the stepping core's ``noise=``) or
+        "proposal" (c² = η, the EoS-Ada proposal's dθ = −η∇L dt + √(ηΣ) dW, t in steps). The
+        "sgd" answer is η times the "proposal" one.
 
     Raises ValueError (naming the parameter) for non-square or non-symmetric H or Σ,
     an indefinite Σ, an unknown convention, or when no stationary distribution exists.
@@ -118,11 +119,12 @@ def stationary_covariance(H, noise_cov, lr, kind: str = "sde", momentum: float =
 
 
 def stationary_variance_per_mode(lam, sigma2, lr, kind: str = "sde", momentum: float = 0.0, *,
-                                 convention: str = "proposal"):
+                                 convention: str = "sgd"):
     """Closed forms per eigen-mode: σ²/(2λ) (SDE) and σ²/(λ(2 − ηλ)) (map); with heavy-ball
     ``momentum`` β (map only) the AR(2) law (1 + β)σ²/((1 − β)λ(2 + 2β − ηλ)), lr·λ < 2 + 2β.
-    These are the ``convention="proposal"`` forms (default here; per-step noise ησ²);
-    ``convention="sgd"`` (per-step η²σ²) multiplies each by η (see :func:`stationary_covariance`).
+    These are the ``convention="proposal"`` forms (per-step noise ησ²); the default
+    ``convention="sgd"`` (per-step η²σ², SGD's scale) multiplies each by η (see
+    :func:`stationary_covariance`).
 
     ``lam`` (a number or an array of curvatures λ) must be finite and > 0 for every mode,
     and for ``kind="map"`` also lr·λ < 2 + 2β (2 without momentum); ``sigma2`` (σ², a number or an array that

@@ -16,8 +16,9 @@ through :func:`eosdyn.engine.run.run_map`.
    preconditioned sharpness λ_max(P⁻¹H) and the ensemble moments; the batch loss L_B(θ_s);
 3. *advance* — the additive noise ξ is drawn and B(θ_s)ξ formed (if any), the rule steps
    θ_s → θ_{s+1} in place (step number t = t0 + s + 1) on g — or on g_B for a minibatch rule:
-   SGD is the GD / heavy-ball step fed the minibatch gradient — and √η_t·B(θ_s)ξ is added
-   (:mod:`eosdyn.engine.noise` states the convention); η_t, the step size in force, is
+   SGD is the GD / heavy-ball step fed the minibatch gradient — and c·B(θ_s)ξ is added, with
+   c = η_t (the ``"sgd"`` convention, the default) or √η_t (``"proposal"``; :mod:`eosdyn.engine.noise`
+   states both); η_t, the step size in force, is
    recorded as ``lr`` at a record step. The divergence check and ‖g‖ stay on the full gradient.
 
 The three are written out in one loop (:func:`state_loop`): a call per state cost a third
@@ -83,8 +84,8 @@ STATUS_NAMES = {ALIVE: "ok", DIVERGED: "diverged", FAILED: "exception", NOT_PSD:
 
 # --- icfg layout (int64) -----------------------------------------------------------------
 (I_STEPS, I_S0, I_S1, I_T0, I_REC0, I_RECK, I_CMETHOD, I_CK, I_CEVERY, I_CM, I_CNSAMP, I_PRECOND,
- I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0, I_BATCH, I_BREPLACE, I_NEXAMPLES) = range(21)
-N_ICFG = 21
+ I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0, I_BATCH, I_BREPLACE, I_NEXAMPLES, I_NSGD) = range(22)
+N_ICFG = 22
 # --- fcfg layout (float64) ---------------------------------------------------------------
 F_BLOWUP, F_NSCAL = range(2)
 N_FCFG = 2
@@ -217,7 +218,7 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
     nz = np.empty(d if sel_noise is not None else 0)
     Bst = np.empty((d, m) if sel_state is not None else (0, 0))
     cmethod, ck, cevery, cm, cnsamp = pcfg
-    nkind, mb_eigh, psd_raise, _ = ncfg
+    nkind, mb_eigh, psd_raise, _, noise_sgd = ncfg
     # the minibatch (a rule that steps on g_B): its indices, the draw's scratch, g_B and L_B
     nbatch, breplace, nex = bcfg
     idx = np.empty(nbatch if batch_fn is not None else 0, np.int64)
@@ -267,7 +268,7 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
         at = s + 1
         if sel_locate is not None:
             fail_at[i] = s + 1
-        # advance: the noise B(θ_s)ξ (drawn first), the rule's step, then √η_t·B(θ_s)ξ added
+        # advance: the noise B(θ_s)ξ (drawn first), the rule's step, then c·B(θ_s)ξ added (c = η_t or √η_t)
         if sel_noise is not None:
             rng_fill_normal(rng, xi)
             if nkind == USER_DIAG:
@@ -291,7 +292,7 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
         else:
             lr = step_fn(theta, state, g, curv, hyper, t, rng, work)
         if sel_noise is not None:
-            c = np.sqrt(lr)
+            c = lr if noise_sgd else np.sqrt(lr)  # the convention: c = η_t ("sgd") or √η_t ("proposal")
             if nkind == ISO:
                 ciso = c * nscal
                 for j in range(d):
@@ -339,7 +340,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     rec0, reck = icfg[I_REC0], icfg[I_RECK]
     pcfg = probe_config(icfg)
     preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
-    ncfg = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0, icfg[I_NM])
+    ncfg = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0, icfg[I_NM], icfg[I_NSGD] != 0)
     bcfg = (icfg[I_BATCH], icfg[I_BREPLACE] != 0, icfg[I_NEXAMPLES])
     blowup = fcfg[F_BLOWUP]
     nscal = fcfg[F_NSCAL]

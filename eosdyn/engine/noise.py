@@ -1,20 +1,23 @@
 """The noise term of the stepping core and of the SDE integrators, in numba: Σ(θ) = B(θ)B(θ)ᵀ.
 
-**One noise convention** (time counted in steps). The stepping core (:mod:`eosdyn.engine`)
+**One noise convention, named** (time counted in steps). The stepping core (:mod:`eosdyn.engine`)
 adds to a rule's step the term
 
-    θ_{t+1} = F(θ_t) + √η_t · B(θ_t) ξ_t,     ξ_t ~ N(0, I_m),   Cov = η_t Σ(θ_t) per step,
+    θ_{t+1} = F(θ_t) + c_t · B(θ_t) ξ_t,     ξ_t ~ N(0, I_m),   Cov = c_t² Σ(θ_t) per step,
 
-with η_t the step size in force (GD's η). For GD this is exactly the Euler–Maruyama step,
-with dt = 1, of the SDE that :func:`eosdyn.sde.simulate` integrates,
+with η_t the step size in force (GD's η) and c_t chosen by the run's ``convention`` — the same
+keyword, values and meaning as in :mod:`eosdyn.sde` (:mod:`eosdyn.sde.noise` has the table):
 
-    dθ = −η∇L(θ) dt + √η · B(θ) dW   (dθ = −η∇L dt + √(ηΣ) dW, t in steps),
+- ``"sgd"`` (the default): c_t = η_t, per-step covariance η_t²Σ. SGD's step θ ← θ − η∇L_B adds
+  the noise η(∇L − ∇L_B) of covariance η²Σ_B, so ``MinibatchNoise(data, B)`` (Σ = Σ_B) gives
+  SGD's noise scale. For GD this is the Euler step (dt = 1) of Li, Malladi & Arora's SDE of SGD
+  (arXiv 2102.12470) written in steps: dθ = −η∇L dt + η·B dW.
+- ``"proposal"``: c_t = √η_t, per-step covariance η_tΣ — the EoS-Ada proposal's
+  dθ = −η∇L dt + √(ηΣ) dW with t in steps. Its stationary covariance near a minimum is 1/η
+  times SGD's for the same Σ (a test shows it: tests/test_sde_conventions.py).
 
-so noisy GD and the SDE share their noise models and their random streams. SGD adds a
-minibatch noise η(∇L − ∇L_B) of covariance η²Σ_B per step: in this convention that is
-Σ = η Σ_B, i.e. :class:`eosdyn.sde.MinibatchNoise` with ``scale=η``. In physical time
-τ = tη the SDE reads dθ = −∇L dτ + B dW_τ (Li, Malladi & Arora 2021's SDE of SGD has
-Σ = ηΣ_B there).
+With a rule whose step size changes (EoS-Ada's η_t = α/(λ_t + ε)), c_t follows η_t under
+either convention. In physical time τ = tη the ``"sgd"`` SDE reads dθ = −∇L dτ + √η·B dW_τ.
 
 The noise models (:mod:`eosdyn.sde.noise`) hand the kernels a kind code and data; this
 module turns them into B(θ)ξ. State-dependent square roots use ``eigh``

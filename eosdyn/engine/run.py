@@ -65,6 +65,8 @@ class NoisePlan:
     state_dependent: bool = False
     psd_raise: bool = False
     mb_eigh: bool = False
+    #: "sgd" (c_t = η_t) or "proposal" (c_t = √η_t): the per-step factor of B(θ)ξ (engine.noise)
+    convention: str = "sgd"
 
 
 @dataclass
@@ -433,6 +435,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
         icfg[C.I_NM] = noise.m
         icfg[C.I_PSD_RAISE] = int(noise.psd_raise)
         icfg[C.I_MB_EIGH] = int(noise.mb_eigh)
+        icfg[C.I_NSGD] = int(noise.convention == "sgd")
         fcfg[C.F_NSCAL] = noise.scal
         c = np.ascontiguousarray
         ndata = (c(noise.mat, dtype=np.float64), c(noise.vec, dtype=np.float64), tuple(c(a) for a in noise.mb_params),

@@ -6,8 +6,10 @@ Time t is counted in GD steps, Σ = BBᵀ is the noise model, and the **conventi
 - ``"sgd"`` (default): c = η, per-step noise covariance η²Σ — Li, Malladi & Arora's SDE of
   SGD (arXiv 2102.12470; dX = −∇L dτ + √(ηΣ) dW_τ with τ = kη), SGD's for Σ = Σ_B;
 - ``"proposal"``: c = √η, per-step ηΣ — the EoS-Ada proposal's dθ = −η∇L dt + √(ηΣ) dW
-  (t in steps), 1/η times SGD's noise for Σ = Σ_B; the only form before the keyword, and the
-  stepping core's (``eosdyn.simulate/ensemble(..., noise=...)``).
+  (t in steps), 1/η times SGD's noise for Σ = Σ_B; the only form before the keyword.
+
+The stepping core's ``eosdyn.simulate/ensemble(..., noise=..., convention=...)`` and
+:func:`eosdyn.analysis.stationary_covariance` take the same keyword with the same default.
 
 - :func:`integrate` — a generic Itô integrator with sdeint's signatures
   (``f(y, t)``, ``G(y, t)``, ``tspan``, optional ``dW``): Euler–Maruyama, Milstein,

@@ -11,7 +11,9 @@ convention     SDE (t in steps)                                  noise per step 
 ``"proposal"`` dθ = −η∇L dt + √η · B(θ) dW  (= √(ηΣ) dW)          ηΣ(θ)                 Σ = ηΣ_B
 =============  ================================================  ====================  ==========
 
-- ``"sgd"`` (the default of :func:`eosdyn.sde.simulate` and :func:`eosdyn.sde.noisy_gd`) is
+- ``"sgd"`` (the default of :func:`eosdyn.sde.simulate`, :func:`eosdyn.sde.noisy_gd`, the
+  stepping core's ``eosdyn.simulate/ensemble(..., noise=...)`` and
+  :func:`eosdyn.analysis.stationary_covariance`) is
   Li, Malladi & Arora's SDE of SGD (arXiv 2102.12470, "On the validity of modeling SGD with
   stochastic differential equations"): dX = −∇L dτ + √(ηΣ) dW_τ in physical time τ = kη,
   which written in step time t = τ/η is dθ = −η∇L dt + η Σ^{1/2} dW. One SGD step
@@ -20,13 +22,14 @@ convention     SDE (t in steps)                                  noise per step 
   JMLR 20(40), 2019; Li, Malladi & Arora test when it holds).
 - ``"proposal"`` is the form the EoS-Ada proposal wrote, dθ = −η∇L dt + √(ηΣ) dW with t
   counted in steps: it adds ηΣ per step, a factor 1/η more than SGD's η²Σ_B when Σ = Σ_B
-  (its stationary covariance near a minimum is then 1/η times SGD's). It is the convention
-  of eosdyn's stepping core (:mod:`eosdyn.engine.noise`: ``eosdyn.simulate/ensemble(...,
-  noise=...)`` add √η_t·B ξ), and was the only one of :mod:`eosdyn.sde` before the
-  ``convention`` keyword. SGD's noise in this convention is Σ = ηΣ_B
+  (its stationary covariance near a minimum is then 1/η times SGD's). It was the only
+  convention of :mod:`eosdyn.sde` and of the stepping core before the ``convention`` keyword
+  (pass it to reproduce earlier results). SGD's noise in this convention is Σ = ηΣ_B
   (``MinibatchNoise(..., scale=η)``).
 
-The two agree at η = 1. In eosdyn ``"sgd"`` is applied as ``"proposal"`` with Σ multiplied by
+The two agree at η = 1. The stepping core (:mod:`eosdyn.engine.noise`) multiplies B(θ)ξ by η_t
+or √η_t, the step size in force (so a rule whose step size changes, like EoS-Ada, scales its
+noise with it). In :mod:`eosdyn.sde` ``"sgd"`` is applied as ``"proposal"`` with Σ multiplied by
 η (B by √η) for the built-in models, so both conventions run the same kernels, and a run with
 ``"sgd"`` equals, bit for bit, a ``"proposal"`` run of the model with Σ → ηΣ where that
 rescaling is exact in floating point (e.g. ``Isotropic(σ)`` vs ``Isotropic(σ·√η)``,
@@ -146,13 +149,17 @@ class NoiseModel:
     def spec(self, loss) -> NoiseSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def plan(self, loss, theta=None, *, cov_factor=1.0):
+    def plan(self, loss, theta=None, *, cov_factor=1.0, convention="sgd"):
         """The stepping core's :class:`~eosdyn.engine.NoisePlan` of this model on ``loss``.
 
-        The core adds √η_t·B(θ)ξ per step (the ``"proposal"`` convention); ``cov_factor`` f
-        makes it the plan of Σ → f·Σ (:func:`eosdyn.sde.noisy_gd` passes f = η for ``"sgd"``).
-        A user function cannot be rescaled: ``TypeError`` if f ≠ 1 for a :class:`CallableNoise`.
+        The core adds c_t·B(θ)ξ per step, c_t = η_t under ``convention="sgd"`` and √η_t under
+        ``"proposal"`` (:mod:`eosdyn.engine.noise`); ``cov_factor`` f makes it the plan of
+        Σ → f·Σ (:func:`eosdyn.sde.noisy_gd` runs ``"sgd"`` as ``"proposal"`` with f = η, which
+        keeps it bit-identical to the SDE integrator's Euler step). A user function cannot be
+        rescaled: ``TypeError`` if f ≠ 1 for a :class:`CallableNoise`. An unknown convention
+        raises ValueError.
         """
+        convention = noise_convention(convention)
         from ..engine import NoisePlan
 
         sp = self.spec(loss, theta) if isinstance(self, CallableNoise) else self.spec(loss)
@@ -169,7 +176,7 @@ class NoiseModel:
                          udiag_fn=sp.user_fn if sp.kind == USER_DIAG else None,
                          ucov_fn=sp.user_fn if sp.kind == USER_COV else None,
                          state_dependent=not sp.additive and sp.kind != USER_DIAG, psd_raise=sp.psd_raise,
-                         mb_eigh=sp.mb_eigh)
+                         mb_eigh=sp.mb_eigh, convention=convention)
 
     def matrix(self, theta, loss=None) -> np.ndarray:
         """B(θ), shape (d, m), computed with the same numba code the kernels use."""

@@ -11,9 +11,9 @@ with Σ(θ) = B(θ)B(θ)ᵀ the noise model. ``"sgd"`` is Li, Malladi & Arora's 
 η²Σ_B, so Σ = Σ_B (``MinibatchNoise(data, B)``) is SGD's noise. ``"proposal"`` is the form
 the EoS-Ada proposal wrote, dθ = −η∇L dt + √(ηΣ) dW with t in steps (in τ = ηt:
 dθ = −∇L dτ + B dW_τ); with Σ = Σ_B it adds ηΣ_B per step, 1/η times SGD's. It was this
-module's only form before the keyword, and is the stepping core's (``eosdyn.simulate``/
-``ensemble(..., noise=...)``). Write c = η ("sgd") or √η ("proposal") for the coefficient
-of B dW. The noisy GD map
+module's only form before the keyword (the stepping core's ``eosdyn.simulate``/
+``ensemble(..., noise=..., convention=...)`` takes the same two). Write c = η ("sgd") or
+√η ("proposal") for the coefficient of B dW. The noisy GD map
 
     θ_{k+1} = θ_k − η ∇L(θ_k) + c · B(θ_k) ξ_k,    ξ_k ~ N(0, I_m),
 
@@ -236,7 +236,7 @@ def _convention_spec(spec, lr, convention):
     """(spec, c): the spec the kernels run and the coefficient c of B dW (module docstring).
 
     ``"proposal"``: the spec as it is and c = √η. ``"sgd"``: Σ → ηΣ in the spec and c = √η (so
-    the stepping core, which always multiplies by √η, runs it too), or, for a user function
+    the stepping core's "proposal" path, which multiplies by √η, runs it too), or, for a user function
     that cannot be rescaled, the spec as it is and c = η."""
     if convention == "proposal":
         return spec, np.sqrt(lr)
@@ -476,9 +476,8 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
     ``convention="sgd"`` (default): c = η, per-step noise covariance η²Σ(θ), so with
     ``MinibatchNoise(data, B)`` (Σ = Σ_B) the noise has SGD's covariance η²Σ_B (Li, Malladi &
     Arora, arXiv 2102.12470). ``convention="proposal"``: c = √η, per-step ηΣ(θ), the EoS-Ada
-    proposal's form and the stepping core's (:mod:`eosdyn.engine.noise`), this function's only
-    form before the keyword (pass it to reproduce earlier results bit for bit). See
-    :mod:`eosdyn.sde.noise`; any other value raises ValueError.
+    proposal's form, this function's only form before the keyword (pass it to reproduce
+    earlier results bit for bit). See :mod:`eosdyn.sde.noise`; any other value raises ValueError.
 
     GD plus the stepping core's additive noise, run by the core
     (:func:`eosdyn.engine.run_map`); under ``"sgd"`` the core runs the model with Σ → ηΣ. The
@@ -527,7 +526,8 @@ def noisy_gd(loss, rule=_UNSET, noise=None, theta0s=None, steps=None, record_eve
     records = ["loss"] + (["grad_norm"] if record_grad_norm else []) + (["theta"] if record_paths else []) + (
         ["sharpness"] if (record_sharpness and lin is None) else [])
     out = run_map(loss, GD(lr), thetas, steps, record_every=record_every, records=records, seed=seed,
-                  noise=noise.plan(loss, thetas[0], cov_factor=lr if convention == "sgd" else 1.0), moments=mom,
+                  noise=noise.plan(loss, thetas[0], cov_factor=lr if convention == "sgd" else 1.0,
+                                    convention="proposal"), moments=mom,
                   blowup=blowup, kernel="trajectory", progress=progress)
     _noise_failure(noise, out.status, out.fail_at, out.fail_value, spec.m)
     rec = out.records

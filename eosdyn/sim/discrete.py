@@ -49,16 +49,19 @@ def default_tracking(track_sharpness, loss) -> bool:
     return loss.dim <= TRACK_MAX_DIM if track_sharpness is None else bool(track_sharpness)
 
 
-def noise_plan(noise, loss, theta0):
-    """The core's :class:`~eosdyn.engine.NoisePlan` of a noise model (None for no noise)."""
+def noise_plan(noise, loss, theta0, convention="sgd"):
+    """The core's :class:`~eosdyn.engine.NoisePlan` of a noise model (None for no noise) under
+    ``convention`` ("sgd" or "proposal", checked even without noise)."""
+    from ..sde.noise import NoiseModel, noise_convention
+
+    convention = noise_convention(convention)
     if noise is None:
         return None
-    from ..sde.noise import NoiseModel
 
     if not isinstance(noise, NoiseModel):
         raise TypeError(f"noise must be an eosdyn.sde noise model (Isotropic, ConstantMatrix, HessianAligned, "
                         f"CallableNoise, MinibatchNoise) or None, got {type(noise).__name__}")
-    return noise.plan(loss, theta0)
+    return noise.plan(loss, theta0, convention=convention)
 
 
 def run_params(loss, rule, steps, record_every, seed, **more):
@@ -77,7 +80,8 @@ def _status_names(out):
 
 
 def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpness=None,
-             stream_index=0, blowup=1e100, record_theta=True, noise=None, progress=None) -> Trajectory:
+             stream_index=0, blowup=1e100, record_theta=True, noise=None, convention="sgd",
+             progress=None) -> Trajectory:
     """Run the discrete map θ_{t+1} = F(θ_t) of ``rule`` on ``loss`` from ``theta0``.
 
     Parameters
@@ -101,9 +105,15 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
         value is not finite (or computing one raises); it stops there, its records
         from that step on are NaN and ``final_theta`` is the last state that passed.
     noise : an :mod:`eosdyn.sde` noise model, optional
-        Adds √η_t·B(θ_t)ξ_t to every step (η_t the step size in force; covariance
-        η_tΣ(θ_t) per step — the convention of :mod:`eosdyn.engine.noise`). With GD this
-        is the noisy GD map of :func:`eosdyn.sde.noisy_gd`.
+        Adds c_t·B(θ_t)ξ_t to every step, η_t the step size in force (:mod:`eosdyn.engine.noise`).
+    convention : {"sgd", "proposal"}
+        The noise's per-step scale, as in :mod:`eosdyn.sde`: ``"sgd"`` (default) c_t = η_t,
+        covariance η_t²Σ(θ_t) per step — SGD's scale, so ``MinibatchNoise(data, B)`` adds SGD's
+        η²Σ_B (Li, Malladi & Arora, arXiv 2102.12470); ``"proposal"`` c_t = √η_t, covariance
+        η_tΣ(θ_t) — the EoS-Ada proposal's dθ = −η∇L dt + √(ηΣ) dW (t in steps), whose
+        stationary covariance is 1/η times larger. With GD either is the noisy GD map of
+        :func:`eosdyn.sde.noisy_gd` under the same convention (equal up to rounding: noisy_gd
+        folds η into Σ). Any other value raises ValueError.
     progress : callable(done, total), optional
         Called between the kernel calls a long run is cut into (states done, total).
 
@@ -130,7 +140,7 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
         ["sharpness", "lambda2"] + (["psharp"] if pre else []) if track_sharpness else []) + (
         ["batch_loss"] if batched else [])
     out = run_map(loss, rule, theta, steps, record_every=record_every, records=records, seed=seed,
-                  index0=stream_index, blowup=blowup, noise=noise_plan(noise, loss, theta[0]),
+                  index0=stream_index, blowup=blowup, noise=noise_plan(noise, loss, theta[0], convention),
                   kernel="trajectory", progress=progress)
     rec = out.records
     div = int(out.fail_at[0]) if out.status[0] != 0 else -1
@@ -146,13 +156,15 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
         diverged=div >= 0, diverged_at=div, final_theta=out.thetas[0], status=_status_names(out),
         params=run_params(loss, rule, steps, record_every, seed, stream_index=stream_index, wall_time=out.wall,
                           generated_kernel=out.generated,
-                          noise=None if noise is None else repr(noise)),
+                          noise=None if noise is None else repr(noise),
+                          noise_convention=None if noise is None else convention),
     )
     return _finished("simulate", out, steps, tr)
 
 
 def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_theta=False,
-             track_sharpness=None, blowup=1e100, kernel="auto", noise=None, progress=None) -> EnsembleResult:
+             track_sharpness=None, blowup=1e100, kernel="auto", noise=None, convention="sgd",
+             progress=None) -> EnsembleResult:
     """Run n trajectories of the map in parallel (numba ``prange``), recording decimated statistics.
 
     ``theta0s`` has shape (n, d), n ≥ 1. Trajectory i uses the random stream (seed, i)
@@ -164,7 +176,8 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
     ``batch_loss`` (n, R), the loss of the batch that steps each recorded state. A trajectory
     that overflows, produces NaN or raises is flagged in ``diverged``/``diverged_at``/``status``
     and stopped; its records from then on are NaN and :meth:`EnsembleResult.mean` ignores them;
-    every other trajectory is computed. ``noise`` and ``progress`` are as in :func:`simulate`.
+    every other trajectory is computed. ``noise``, ``convention`` and ``progress`` are as in
+    :func:`simulate`.
 
     ``kernel`` picks the compiled loop; the results are bit-identical either way:
 
@@ -191,7 +204,8 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
     records = ["loss", "lr"] + (["theta"] if record_theta else []) + (["sharpness"] if track_sharpness else []) + (
         ["batch_loss"] if batched else [])
     out = run_map(loss, rule, thetas, steps, record_every=record_every, records=records, seed=seed,
-                  blowup=blowup, noise=noise_plan(noise, loss, thetas[0]), kernel=kernel, progress=progress)
+                  blowup=blowup, noise=noise_plan(noise, loss, thetas[0], convention), kernel=kernel,
+                  progress=progress)
     rec = out.records
     div = np.where(out.status != 0, out.fail_at, -1)
     res = EnsembleResult(
@@ -202,6 +216,7 @@ def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_th
         batch_loss=rec["batch_loss"] if batched else None,
         params=run_params(loss, rule, steps, record_every, seed, n=thetas.shape[0], wall_time=out.wall,
                           kernel=out.kernel, generated_kernel=out.generated,
-                          noise=None if noise is None else repr(noise)),
+                          noise=None if noise is None else repr(noise),
+                          noise_convention=None if noise is None else convention),
     )
     return _finished("ensemble", out, steps, res)

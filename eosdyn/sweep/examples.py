@@ -7,8 +7,8 @@ L(θ) = ½ Σ_i λ_i θ_i², λ_i = λ_max (i+1)/d:
     θ_{t+1} = θ_t − η (H θ_t + σ ξ_t),   ξ_t ~ N(0, I_d),   θ_0 = (1, …, 1).
 
 It is the stepping core's GD with its additive noise (:func:`eosdyn.ensemble` with
-``noise=Isotropic(σ√η)``): in the core's convention (:mod:`eosdyn.engine.noise`) a step
-adds √η·B ξ, so gradient noise ησξ is B = σ√η·I, per-step covariance η²σ²I.
+``noise=Isotropic(σ)``): under the core's default ``"sgd"`` convention (:mod:`eosdyn.engine.noise`)
+a step adds η·B ξ, so gradient noise ησξ is B = σ·I, per-step covariance η²σ²I.
 
 Closed forms it is tested against (each coordinate is an AR(1) process with factor
 1 − ηλ_i):
@@ -57,7 +57,7 @@ def noisy_gd_quadratic(eta, sigma=0.0, seed=0, n_traj=256, steps=200, dim=8, lam
     eigs = lam_max * np.arange(1, dim + 1, dtype=np.float64) / dim
     res = eosdyn.ensemble(Quadratic(eigs=eigs), GD(eta), np.ones((n_traj, dim)), steps, record_every=record_every,
                           seed=seed, track_sharpness=False,
-                          noise=Isotropic(sigma * np.sqrt(eta)) if sigma > 0 else None)
+                          noise=Isotropic(sigma) if sigma > 0 else None, convention="sgd")
     final = res.loss[:, -1]
     diverged = float(np.mean(res.diverged | ~np.isfinite(final) | (final > 1e12)))
     mean_loss = res.loss.mean(axis=0)
