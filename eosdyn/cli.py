@@ -510,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 
+    wu = sub.add_parser("warmup", add_help=False, help="precompile the common kernels (in the background)",
+                        description="eosdyn warmup [--all] [--foreground] [--list] (see eosdyn warmup --help)")
+    wu.set_defaults(func=None)
+
     w = sub.add_parser("sweep", add_help=False, help="run a parameter sweep from a TOML config, or --status STORE",
                        description="eosdyn sweep CONFIG.toml | eosdyn sweep --status STORE (see eosdyn sweep --help)")
     w.set_defaults(func=None)
@@ -535,6 +539,10 @@ def _usage(parser, msg):
 def main(argv=None) -> int:
     """Entry point of the ``eosdyn`` command; returns the exit code (0 ok, 1 failed run, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "warmup":
+        from .warmup import main as warmup_main
+
+        return int(warmup_main(argv[1:]) or 0)
     if argv and argv[0] == "sweep":
         from .sweep import sweep_cli_main
 
