@@ -11,7 +11,13 @@ Compared, all in one run, per trajectory-step:
   timed and the cost extrapolated per trajectory-step; skipped if sdeint is absent);
 - a numpy-vectorised Euler–Maruyama over the whole ensemble (PCG64 normals);
 - drawing the normals alone with numpy's PCG64 (``Generator.standard_normal`` into a
-  preallocated (n, d) buffer, once per step): the floor any EM implementation pays.
+  preallocated (n, d) buffer, once per step): the floor any EM implementation pays;
+- torchsde (``sdeint`` with method "euler", batched over the ensemble on the CPU, float64),
+  the PyTorch users' baseline (skipped if torchsde is absent).
+
+``--dims 1,3,10,100`` adds a table over the dimension (issue 16): eosdyn EM on 1 and 2
+threads, the noisy GD ensemble of the stepping core (``eosdyn.ensemble(..., noise=)``), numpy's
+vectorised EM and the normals alone, with the ratios to the normals.
 
 Targets (issue 3): ≥ 30× sdeint.itoEuler (eosdyn EM), ≥ 300× sdeint.itoSRI2 (shown for
 eosdyn's strong-order-1.0 scheme — Milstein, which for additive noise is the EM kernel — and
@@ -22,7 +28,7 @@ Wall-clock times are the best of ``--repeats`` runs; the CPU-time column (all th
 is less sensitive to other load on the machine (single-thread rows: CPU ≈ wall on an
 idle machine). Measure on an otherwise idle machine for the thread speed-up.
 
-Usage: ``python benchmarks/sde.py [--quick]``.
+Usage: ``python benchmarks/sde.py [--quick] [--dims 1,3,10,100]``.
 """
 from __future__ import annotations
 
@@ -64,6 +70,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small problem (2000 paths × 200 steps)")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    ap.add_argument("--dims", default="", help="comma-separated dimensions for the by-dimension table, e.g. 1,3,10,100")
     args = ap.parse_args(argv)
 
     n, steps = (2000, 200) if args.quick else (10_000, 1_000)
@@ -116,6 +123,11 @@ def main(argv=None):
     results["numpy PCG64 normals alone"] = best_of(normals_alone, args.repeats,
                                                    "numpy PCG64 normals alone") / ts
 
+    # --- torchsde, batched over the ensemble ------------------------------------------------
+    t_torchsde = torchsde_em(loss, lr, sigma, th0, dt, steps, args.repeats)
+    if t_torchsde is not None:
+        results["torchsde euler (batched)"] = t_torchsde / ts
+
     # --- sdeint, looped per path ------------------------------------------------------------
     try:
         import sdeint
@@ -160,6 +172,9 @@ def main(argv=None):
     rows.append(("eosdyn EM (2T) / numpy normals alone",
                  results.get("eosdyn euler 2T", np.nan) / results["numpy PCG64 normals alone"], 1.3, "<="))
     rows.append(("eosdyn EM (1T) vs numpy vectorised EM", ratio("eosdyn euler 1T", "numpy vectorised EM"), None, ""))
+    if "torchsde euler (batched)" in results:
+        rows.append(("eosdyn EM (1T) vs torchsde euler", ratio("eosdyn euler 1T", "torchsde euler (batched)"), None,
+                     ""))
     rows.append(("speed-up from 2 threads, EM", ratio("eosdyn euler 2T", "eosdyn euler 1T"), 1.7, ">="))
     rows.append(("speed-up from 2 threads, srk15", ratio("eosdyn srk15 2T", "eosdyn srk15 1T"), 1.7, ">="))
     for name, val, target, op in rows:
@@ -168,6 +183,93 @@ def main(argv=None):
             continue
         ok = val >= target if op == ">=" else val <= target
         print(f"  {name:42s} {val:9.2f}x   (target {op} {target}: {'met' if ok else 'MISSED'})")
+
+    if args.dims:
+        by_dimension([int(x) for x in args.dims.split(",")], n, steps, args.repeats)
+
+
+def torchsde_em(loss, lr, sigma, th0, dt, steps, repeats):
+    """Best wall time of torchsde's batched Euler on the same OU problem (None without torchsde)."""
+    try:
+        import torch
+        import torchsde
+    except ImportError:
+        print("torchsde not installed: its baseline is skipped (pip install torchsde)")
+        return None
+    H = torch.as_tensor(loss.H)
+    c = torch.as_tensor(loss.center)
+    g = float(np.sqrt(lr) * sigma)
+
+    class OU(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, t, y):
+            return -lr * ((y - c) @ H)
+
+        def g(self, t, y):
+            return torch.full_like(y, g)
+
+    sde = OU()
+    y0 = torch.as_tensor(th0)
+    ts = torch.tensor([0.0, steps * dt], dtype=torch.float64)
+
+    def run():
+        with torch.no_grad():
+            torchsde.sdeint(sde, y0, ts, method="euler", dt=dt)
+    run()  # warm-up
+    return best_of(run, repeats, "torchsde euler (batched)")
+
+
+def by_dimension(dims, n, steps, repeats):
+    """ns per trajectory-step against d: eosdyn EM (1T, 2T), the core's noisy GD, numpy EM, normals alone."""
+    import eosdyn
+    from eosdyn.rules import GD
+
+    lr, sigma, dt = 0.5, 0.3, 1.0
+    maxthreads = numba.config.NUMBA_NUM_THREADS
+    print(f"\nby dimension: n = {n} paths x {steps} steps, dt = 1 (ns per trajectory-step; ratio to the normals)")
+    print(f"{'d':>5s} {'normals':>9s} {'numpy EM':>9s} {'EM 1T':>15s} {'EM 2T':>15s} {'noisy GD 1T':>15s}")
+    for d in dims:
+        loss = problem(d)
+        noise = Isotropic(sigma)
+        th0 = np.zeros((n, d))
+        ts = n * steps
+        H, c = loss.H, loss.center
+
+        def normals():
+            g = np.random.Generator(np.random.PCG64(1))
+            buf = np.empty((n, d))
+            for _ in range(steps):
+                g.standard_normal(out=buf)
+
+        def numpy_em():
+            g = np.random.Generator(np.random.PCG64(1))
+            X, buf = th0.copy(), np.empty((n, d))
+            for _ in range(steps):
+                g.standard_normal(out=buf)
+                X -= lr * ((X - c) @ H)
+                X += lr * sigma * buf
+
+        t_norm = best_of(normals, repeats) / ts
+        t_np = best_of(numpy_em, repeats) / ts
+        cells = {}
+        simulate(loss, lr, noise, th0[:4], dt, 4, method="euler", record_every=2)              # compile
+        eosdyn.ensemble(loss, GD(lr), th0[:4], 4, noise=noise, track_sharpness=False)  # compile
+        for nt in (1, 2):
+            if nt > maxthreads:
+                continue
+            numba.set_num_threads(nt)
+            cells[f"EM {nt}T"] = best_of(lambda: simulate(loss, lr, noise, th0, dt, steps, method="euler",
+                                                          record_every=steps, seed=1, moments="none"),
+                                         repeats) / ts
+        numba.set_num_threads(1)
+        cells["noisy GD 1T"] = best_of(lambda: eosdyn.ensemble(loss, GD(lr), th0, steps, record_every=steps,
+                                                               noise=noise, track_sharpness=False, seed=1),
+                                       repeats) / ts
+        numba.set_num_threads(maxthreads)
+        row = "".join(f"{cells[k] * 1e9:8.1f} ({cells[k] / t_norm:4.2f})" if k in cells else f"{'-':>15s}"
+                      for k in ("EM 1T", "EM 2T", "noisy GD 1T"))
+        print(f"{d:5d} {t_norm * 1e9:9.1f} {t_np * 1e9:9.1f} {row}", flush=True)
 
 
 if __name__ == "__main__":

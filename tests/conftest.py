@@ -17,7 +17,34 @@ def rng():
     return np.random.default_rng(12345)
 
 
+#: ``python -m pytest -m smoke``: one cheap test per subpackage (issue 16), about 2 minutes with
+#: empty caches on 2 cores. Listed here, in one place, rather than decorated in each file.
+SMOKE = (
+    "tests/test_losses.py::test_scalar_net_depth2_is_xy_minus_one",                   # losses
+    "tests/test_rules_registry.py::test_unknown_rule_names_are_refused_everywhere_with_the_known_names",  # rules
+    "tests/test_sim.py::test_gd_converges_iff_lr_below_two_over_lambda",              # engine, sim, codegen
+    "tests/test_sde.py::test_sra1_linear_additive_against_exact_solution",           # sde
+    "tests/test_curvature.py::test_exact_matches_eigh",                               # curvature
+    "tests/test_analysis.py::test_stability_gd_classification_at_the_edge",           # analysis
+    "tests/test_sgd.py::test_exact_batch_sharpness_equals_a_direct_computation",      # analysis.sgd
+    "tests/test_flows.py::test_sdcp_k1_is_the_closed_form",                           # flows
+    "tests/test_bridge.py::test_hvp_matches_autograd_hessian",                        # bridge (torch)
+    "tests/test_sweep.py::test_resume_skips_done_points_and_records_metadata",       # sweep
+    "tests/test_security.py::test_hostile_expression_is_refused_naming_the_token",   # the sympy whitelist
+    "tests/test_cli.py::test_parse_spec_grammar",                                     # cli, specs
+    "tests/test_figures.py::test_registry",                                           # plot, figures
+    "tests/test_theory.py::test_thresholds_derivation_gives_the_closed_forms",        # theory/
+    "tests/test_warmup.py::test_cells_cover_every_family_and_rule",                   # warmup
+    "tests/test_lint.py::test_ruff_is_clean_on_the_package",
+)
+
+
 def pytest_collection_modifyitems(config, items):
+    smoke = pytest.mark.smoke
+    for item in items:
+        base = item.nodeid.split("[", 1)[0]
+        if base in SMOKE:
+            item.add_marker(smoke)
     try:
         import torch
 
