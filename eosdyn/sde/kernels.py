@@ -50,6 +50,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# Normals: eosdyn._rng's ziggurat (CHANGELOG.md). numba's disk cache checks only this file's
+# stamp, not the modules it calls: this file changed with the sampler so that cached kernels recompile.
 from .._rng import rng_fill_normal
 from ..engine.core import accumulate_moments
 from ..engine.noise import DIAG, ISO, MAT, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
