@@ -15,9 +15,9 @@ Compared, all in one run, per trajectory-step:
 - torchsde (``sdeint`` with method "euler", batched over the ensemble on the CPU, float64),
   the PyTorch users' baseline (skipped if torchsde is absent).
 
-``--dims 1,3,10,100`` adds a table over the dimension (issue 16): eosdyn EM on 1 and 2
-threads, the noisy GD ensemble of the stepping core (``eosdyn.ensemble(..., noise=)``), numpy's
-vectorised EM and the normals alone, with the ratios to the normals.
+``--dims 1,3,10,100`` adds a table over the dimension (issue 16): eosdyn EM and the noisy GD
+ensemble of the stepping core (``eosdyn.ensemble(..., noise=)``), each on 1 and 2 threads,
+numpy's vectorised EM and the normals alone, as wall / CPU time with the ratios to the normals.
 
 Targets (issue 3): ≥ 30× sdeint.itoEuler (eosdyn EM), ≥ 300× sdeint.itoSRI2 (shown for
 eosdyn's strong-order-1.0 scheme — Milstein, which for additive noise is the EM kernel — and
@@ -221,14 +221,16 @@ def torchsde_em(loss, lr, sigma, th0, dt, steps, repeats):
 
 
 def by_dimension(dims, n, steps, repeats):
-    """ns per trajectory-step against d: eosdyn EM (1T, 2T), the core's noisy GD, numpy EM, normals alone."""
+    """ns per trajectory-step against d: eosdyn EM and the core's noisy GD (1T, 2T), numpy EM, normals alone."""
     import eosdyn
     from eosdyn.rules import GD
 
     lr, sigma, dt = 0.5, 0.3, 1.0
     maxthreads = numba.config.NUMBA_NUM_THREADS
-    print(f"\nby dimension: n = {n} paths x {steps} steps, dt = 1 (ns per trajectory-step; ratio to the normals)")
-    print(f"{'d':>5s} {'normals':>9s} {'numpy EM':>9s} {'EM 1T':>15s} {'EM 2T':>15s} {'noisy GD 1T':>15s}")
+    print(f"\nby dimension: n = {n} paths x {steps} steps, dt = 1 (ns per trajectory-step, best of {repeats}; "
+          "wall / CPU (process_time, all threads); in brackets the ratio to the normals, wall / CPU)")
+    cols = ("normals", "numpy EM", "EM 1T", "EM 2T", "noisy GD 1T", "noisy GD 2T")
+    print(f"{'d':>5s} " + " ".join(f"{k:>26s}" for k in cols))
     for d in dims:
         loss = problem(d)
         noise = Isotropic(sigma)
@@ -250,26 +252,34 @@ def by_dimension(dims, n, steps, repeats):
                 X -= lr * ((X - c) @ H)
                 X += lr * sigma * buf
 
-        t_norm = best_of(normals, repeats) / ts
-        t_np = best_of(numpy_em, repeats) / ts
         cells = {}
+        cells["normals"] = (best_of(normals, repeats, "normals") / ts, CPU["normals"] / ts)
+        cells["numpy EM"] = (best_of(numpy_em, repeats, "numpy EM") / ts, CPU["numpy EM"] / ts)
         simulate(loss, lr, noise, th0[:4], dt, 4, method="euler", record_every=2)              # compile
         eosdyn.ensemble(loss, GD(lr), th0[:4], 4, noise=noise, track_sharpness=False)  # compile
         for nt in (1, 2):
             if nt > maxthreads:
                 continue
             numba.set_num_threads(nt)
-            cells[f"EM {nt}T"] = best_of(lambda: simulate(loss, lr, noise, th0, dt, steps, method="euler",
-                                                          record_every=steps, seed=1, moments="none"),
-                                         repeats) / ts
-        numba.set_num_threads(1)
-        cells["noisy GD 1T"] = best_of(lambda: eosdyn.ensemble(loss, GD(lr), th0, steps, record_every=steps,
-                                                               noise=noise, track_sharpness=False, seed=1),
-                                       repeats) / ts
+            k = f"EM {nt}T"
+            w = best_of(lambda: simulate(loss, lr, noise, th0, dt, steps, method="euler",
+                                         record_every=steps, seed=1, moments="none"), repeats, k)
+            cells[k] = (w / ts, CPU[k] / ts)
+            k = f"noisy GD {nt}T"
+            w = best_of(lambda: eosdyn.ensemble(loss, GD(lr), th0, steps, record_every=steps, noise=noise,
+                                                track_sharpness=False, seed=1), repeats, k)
+            cells[k] = (w / ts, CPU[k] / ts)
         numba.set_num_threads(maxthreads)
-        row = "".join(f"{cells[k] * 1e9:8.1f} ({cells[k] / t_norm:4.2f})" if k in cells else f"{'-':>15s}"
-                      for k in ("EM 1T", "EM 2T", "noisy GD 1T"))
-        print(f"{d:5d} {t_norm * 1e9:9.1f} {t_np * 1e9:9.1f} {row}", flush=True)
+        nw, nc = cells["normals"]
+        row = []
+        for k in cols:
+            if k not in cells:
+                row.append(f"{'-':>26s}")
+                continue
+            w, c = cells[k]
+            row.append(f"{w * 1e9:7.1f}/{c * 1e9:7.1f}" + (f" ({w / nw:4.2f}/{c / nc:4.2f})" if k != "normals"
+                                                          else " " * 12))
+        print(f"{d:5d} " + " ".join(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -710,3 +710,36 @@ def test_scalar_net_gradient_flow_solution_crosses_zero_and_bad_input():
         L.gradient_flow_solution([-0.5, 0.5, 2.0])
     with pytest.raises(ValueError, match="theta"):
         L.gradient_flow_solution([1.0, 1.0])
+
+
+@pytest.mark.parametrize("d", [3, 11, 12, 40])
+def test_quadratic_gradient_is_the_ordered_row_sum_at_every_dimension(d):
+    """From d = AXPY_MIN_DIM on, Quadratic's gradient (and the SDE kernels' built-in linear
+    gradient, which reads Hᵀ) run as axpys over j: still Σⱼ Hᵢⱼ(θ − c)ⱼ summed left to right, so
+    bit-identical to the dot products below that size (issue 16)."""
+    from eosdyn.losses import quadratic as Q
+    from eosdyn.sde import kernels as SK
+
+    rng = np.random.default_rng(d)
+    A = rng.standard_normal((d, d))
+    q = Quadratic(H=A + A.T, center=rng.standard_normal(d))
+    theta = rng.standard_normal(d)
+    want = np.empty(d)
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += q.H[i, j] * (theta[j] - q.center[j])
+        want[i] = acc
+    got = np.empty(d)
+    Q._grad_into(theta, q.params, got)
+    np.testing.assert_array_equal(got, want)
+    b = rng.standard_normal(d)
+    got2 = np.empty(d)
+    SK._linear_grad(theta, got2, np.ascontiguousarray(A.T), q.center, b, np.empty(d))
+    want2 = np.empty(d)
+    for i in range(d):
+        acc = -b[i]
+        for j in range(d):
+            acc += A[i, j] * (theta[j] - q.center[j])
+        want2[i] = acc
+    np.testing.assert_array_equal(got2, want2)

@@ -13,6 +13,15 @@ proposal's noise scale (per-step ηΣ); the default became ``"sgd"`` (per-step �
 under which the same calls draw other numbers (at η ≠ 1) by design. With the convention named, the
 bits are unchanged.
 
+**Re-recorded once for the normal sampler (issue 16, CHANGELOG.md):** the Marsaglia polar method
+gave way to a ziggurat, which changes every seeded stream of normals. The fields that draw normals
+were re-recorded with ``EOSDYN_PIN_RECORD`` (below) on the project's 2-core AMD EPYC VM — hashes
+``sde_srk15`` and ``sde_hessian_aligned``; in pinned_near.npz the arrays that moved beyond rtol
+1e-9: ``quad_eosada_noise.{theta,grad_norm,final_theta}``, ``ensemble_eosada.{theta,final_theta}``
+and every ``noisy_gd_minibatch`` field. Everything that draws no normals (GD, heavy ball,
+Nesterov, DCAO, the Lyapunov and bifurcation runs, EoS-Ada's step sizes and sharpness) kept its
+recorded bits, so those still compare with the code before the engine refactor.
+
 Results that go through LAPACK (``eigh``: an exact sharpness, EoS-Ada's exact step size, a
 minibatch covariance's square root) are *not* hashed: OpenBLAS picks its kernels for the CPU
 it runs on, so their last bits differ between machines (found on a second AMD EPYC: the same
@@ -23,6 +32,8 @@ for bit on that machine) to a relative 1e-9, or to their closed form.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import pathlib
 
 import numpy as np
@@ -52,8 +63,40 @@ SIM_FIELDS = ("theta", "grad_norm", "lr", "final_theta")
 NEAR = np.load(pathlib.Path(__file__).with_name("data") / "pinned_near.npz")
 
 
+#: ``EOSDYN_PIN_RECORD=<dir> python -m pytest tests/test_pinned_results.py`` re-records instead of
+#: checking: every ``near`` value goes to <dir>/pinned_near.npz and every hash list to
+#: <dir>/pinned_hashes.json (both written when the module's tests end). Then copy into
+#: data/pinned_near.npz only the arrays that moved beyond rtol 1e-9 (the others keep the bits
+#: they were recorded with) and edit the hash literals that changed, naming the reason here and
+#: in the commit.
+RECORD = os.environ.get("EOSDYN_PIN_RECORD")
+_RECORDED = ({}, {})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_records():
+    yield
+    if RECORD:
+        os.makedirs(RECORD, exist_ok=True)
+        np.savez_compressed(os.path.join(RECORD, "pinned_near.npz"), **_RECORDED[0])
+        with open(os.path.join(RECORD, "pinned_hashes.json"), "w") as fh:
+            json.dump(_RECORDED[1], fh, indent=1)
+
+
+def pinned(name, arrays, want):
+    """The hashes of ``arrays`` are ``want`` (or, when re-recording, are recorded under ``name``)."""
+    got = [h(a) for a in arrays]
+    if RECORD:
+        _RECORDED[1][name] = got
+        return
+    assert got == want, name
+
+
 def near(name, value):
     """``value`` agrees with the stored reference ``name`` to LAPACK's cross-machine spread."""
+    if RECORD:
+        _RECORDED[0][name] = np.asarray(value, dtype=float)
+        return
     np.testing.assert_allclose(np.asarray(value, dtype=float), NEAR[name], rtol=1e-9, atol=1e-12,
                                err_msg=name, equal_nan=True)
 
@@ -83,9 +126,9 @@ def test_simulate_is_bit_identical_to_before_the_engine_refactor(setup, name, ma
         for f in SIM_FIELDS:
             near(f"{name}.{f}", getattr(tr, f))
     else:
-        assert [h(getattr(tr, f)) for f in SIM_FIELDS] == want
+        pinned(name, [getattr(tr, f) for f in SIM_FIELDS], want)
     if name == "sym_nest":
-        assert h(tr.loss) == "fa62cb4e1197"   # not a quadratic: the loss too
+        pinned("sym_nest.loss", [tr.loss], ["fa62cb4e1197"])   # not a quadratic: the loss too
         near("sym_nest.sharpness", tr.sharpness)
         near("sym_nest.lambda2", tr.lambda2)
     else:
@@ -101,7 +144,7 @@ def test_ensemble_sde_lyapunov_and_bifurcation_are_bit_identical_to_before(setup
         near(f"ensemble_eosada.{f}", getattr(e, f))
     e = eosdyn.ensemble(quad, HeavyBall(0.1, 0.9), th0, 200, record_every=10, seed=3, record_theta=True)
     assert e.params["kernel"] == "blocked"
-    assert [h(e.lr), h(e.theta), h(e.final_theta)] == ["09a99d09d790", "b896725072e6", "7ae9064f8305"]
+    pinned("ensemble_hb", [e.lr, e.theta, e.final_theta], ["09a99d09d790", "b896725072e6", "7ae9064f8305"])
 
     q3 = Quadratic(eigs=[3.0, 1.0, 0.5])
     rng.normal(1.0, 0.3, (133, 4))         # the pinned script's divergence starts
@@ -109,13 +152,13 @@ def test_ensemble_sde_lyapunov_and_bifurcation_are_bit_identical_to_before(setup
     rng.standard_normal((3, 2))            # its ConstantMatrix noise
     r = sde.simulate(q3, 0.2, sde.Isotropic(0.3), th3, 0.1, 200, method="srk15", record_every=10, seed=4,
                      record_theta=True, convention="proposal")
-    assert [h(r.loss), h(r.theta), h(r.final_theta), h(r.theta_mean), h(r.theta_var), h(r.theta_cov),
-            h(r.extra["grad_norm"])] == ["42f56e28d4dd", "b145fc451524", "3ed702cb8b8b", "a644f6508d57",
-                                         "581c56e030ff", "08e5f0c7eca5", "43b423a8f9fe"]
+    pinned("sde_srk15", [r.loss, r.theta, r.final_theta, r.theta_mean, r.theta_var, r.theta_cov, r.extra["grad_norm"]],
+           ["e5607836f1f8", "dac3212e7f66", "cbdc4d70e92f", "7e750910e3b8", "572954b0e977", "a39f70c1c3a3",
+            "c6c2d23e129c"])
     r = sde.simulate(q3, 0.2, sde.HessianAligned(0.2), th3, 0.5, 200, record_every=10, seed=4, record_theta=True,
                      convention="proposal")
-    assert [h(r.loss), h(r.theta), h(r.final_theta), h(r.theta_cov)] == \
-        ["b3bf4b499576", "b888b1de4c1a", "dd9a89f4efc7", "2990114d0f62"]
+    pinned("sde_hessian_aligned", [r.loss, r.theta, r.final_theta, r.theta_cov],
+           ["7bd28864cf73", "eaf615e1e890", "235dfb3d4380", "bad78edda8ec"])
     Xl = rng.standard_normal((12, 3))
     yl = Xl @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.standard_normal(12)
     ls = LeastSquares(Xl, yl)
@@ -127,6 +170,6 @@ def test_ensemble_sde_lyapunov_and_bifurcation_are_bit_identical_to_before(setup
 
     res = analysis.lyapunov_spectrum_rule(LogisticCubic(), eosdyn.rules.GD(2.5), [0.1], 500, transient=10,
                                           record_every=10)
-    assert [h(res.exponents), h(res.running), h(res.x_final)] == ["918c20d6000c", "07f1fa6c6e67", "1ccd1916d011"]
+    pinned("lyapunov", [res.exponents, res.running, res.x_final], ["918c20d6000c", "07f1fa6c6e67", "1ccd1916d011"])
     bd = analysis.bifurcation_diagram(LogisticCubic(), np.linspace(1.5, 2.9, 40), [0.1], transient=500, keep=32)
-    assert [h(bd.orbit), h(bd.period), h(bd.diverged_at)] == ["d1e5b637f399", "4136c1cd3892", "485abb0f43a4"]
+    pinned("bifurcation", [bd.orbit, bd.period, bd.diverged_at], ["d1e5b637f399", "4136c1cd3892", "485abb0f43a4"])

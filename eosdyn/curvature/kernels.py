@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Normals: eosdyn._rng's ziggurat (CHANGELOG.md). numba's disk cache checks only this file's
+# stamp, not the modules it calls: this file changed with the sampler so that cached kernels recompile.
 from .._rng import rng_fill_normal
 
 EXACT, LANCZOS, POWER, HUTCHINSON, MEAN = 1, 2, 3, 4, 5

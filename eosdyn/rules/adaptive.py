@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Normals: eosdyn._rng's ziggurat (CHANGELOG.md). numba's disk cache checks only this file's
+# stamp, not the modules it calls: this file changed with the sampler so that cached kernels recompile.
 from .._rng import rng_fill_normal
 from .._validate import choice, in_range, nonneg_int, pair, positive
 from .base import Rule, check_curvature

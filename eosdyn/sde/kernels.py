@@ -50,6 +50,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# Normals: eosdyn._rng's ziggurat (CHANGELOG.md). numba's disk cache checks only this file's
+# stamp, not the modules it calls: this file changed with the sampler so that cached kernels recompile.
 from .._rng import rng_fill_normal
 from ..engine.core import accumulate_moments
 from ..engine.noise import DIAG, ISO, MAT, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
@@ -68,6 +70,7 @@ N_FCFG = 6
 N_ICFG = 13
 
 INV_SQRT3 = 1.0 / np.sqrt(3.0)
+AXPY_MIN_DIM = 12   # from this d on, H(θ − c) runs as axpys (see _linear_grad)
 
 
 @njit(cache=True)
@@ -78,19 +81,36 @@ def fill_rows(s, buf):
 
 
 # --- loss pieces ---------------------------------------------------------------------
-@njit
-def _grad(theta, out, grad_into_fn, lp, lin_H, lin_c, lin_b, r):
-    """out ← ∇L(θ): H(θ − c) − b for the built-in linear losses (``r`` is scratch), else
-    grad_into_fn. For Quadratic (b = 0) this is bit-identical to its own gradient."""
-    if grad_into_fn is None:
-        d = theta.shape[0]
+@njit(cache=True, inline="always")
+def _linear_grad(theta, out, lin_Ht, lin_c, lin_b, r):
+    """out ← H(θ − c) − b, each out[i] summed as −b[i] + Σⱼ H[i, j](θ − c)[j] in the order of j.
+    ``lin_Ht`` is Hᵀ (contiguous), so column j of H is a row: from AXPY_MIN_DIM on the sums run
+    as axpys over j (vectorised across i; the same additions in the same order, so the same bits
+    as the dot products below, which are faster for small d: measured crossover d ≈ 8–12)."""
+    d = theta.shape[0]
+    for j in range(d):
+        r[j] = theta[j] - lin_c[j]
+    if d >= AXPY_MIN_DIM:
+        for i in range(d):
+            out[i] = -lin_b[i]
         for j in range(d):
-            r[j] = theta[j] - lin_c[j]
+            rj = r[j]
+            for i in range(d):
+                out[i] += lin_Ht[j, i] * rj
+    else:
         for i in range(d):
             acc = -lin_b[i]
             for j in range(d):
-                acc += lin_H[i, j] * r[j]
+                acc += lin_Ht[j, i] * r[j]
             out[i] = acc
+
+
+@njit
+def _grad(theta, out, grad_into_fn, lp, lin_Ht, lin_c, lin_b, r):
+    """out ← ∇L(θ): H(θ − c) − b for the built-in linear losses (``r`` is scratch; ``lin_Ht`` = Hᵀ),
+    else grad_into_fn. For Quadratic (b = 0) this is bit-identical to its own gradient."""
+    if grad_into_fn is None:
+        _linear_grad(theta, out, lin_Ht, lin_c, lin_b, r)
     else:
         grad_into_fn(theta, lp, out)
 
@@ -146,9 +166,11 @@ def _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkin
 def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn,
               ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs):
     """Steps k0 < k ≤ k1 of path i. ``data`` = (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat,
-    nz_vec), ``outs`` = (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status,
-    out_sval, mom_sum, mom_sq, mom_cnt): tuples keep :func:`_run_traj_safe`'s call under the 30
-    arguments CPython 3.11 passes without a list (which numba cannot type inside ``try``)."""
+    nz_vec) — ``lin_H`` holds Hᵀ of the built-in linear losses (equal to H for a Quadratic, whose
+    H is exactly symmetric: its loss value reads it as H) —, ``outs`` = (out_loss, out_gn,
+    out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq, mom_cnt): tuples
+    keep :func:`_run_traj_safe`'s call under the 30 arguments CPython 3.11 passes without a list
+    (which numba cannot type inside ``try``)."""
     lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec = data
     (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
      mom_cnt) = outs
@@ -226,11 +248,19 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
                 if grad_into_fn is None:
                     for j in range(d):
                         rscr[j] = theta[j] - lin_c[j]
-                    for a in range(d):
-                        acc = -lin_b[a]
+                    if d >= AXPY_MIN_DIM:  # _linear_grad's axpy form: the same sums, vectorised
+                        for a in range(d):
+                            g[a] = -lin_b[a]
                         for j in range(d):
-                            acc += lin_H[a, j] * rscr[j]
-                        g[a] = acc
+                            rj = rscr[j]
+                            for a in range(d):
+                                g[a] += lin_H[j, a] * rj
+                    else:
+                        for a in range(d):
+                            acc = -lin_b[a]
+                            for j in range(d):
+                                acc += lin_H[j, a] * rscr[j]
+                            g[a] = acc
                 else:
                     grad_into_fn(theta, lp, g)
                 for j in range(d):

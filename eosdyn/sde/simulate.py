@@ -406,7 +406,8 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     builtin_mb = spec.kind == MB and spec.pex_fn is None
     mbX, mby = (spec.mb_params[0], spec.mb_params[1]) if builtin_mb else (e2, e1)
     c = np.ascontiguousarray
-    arrays = tuple(c(a, dtype=np.float64) for a in (lin_H, lin_c, lin_b, vX, vy, mbX, mby))
+    # the kernels take Hᵀ: they read H's columns as rows (kernels._linear_grad)
+    arrays = tuple(c(a, dtype=np.float64) for a in (np.transpose(lin_H), lin_c, lin_b, vX, vy, mbX, mby))
     mbp = tuple(c(a) for a in spec.mb_params)
     outs = (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval,
             mom_sum, mom_sq, mom_cnt)
