@@ -334,8 +334,9 @@ def cmd_figure(args) -> int:
     if args.list or args.name is None:
         if args.name is None and not args.list:
             raise UsageError("give a figure NAME (or --list); e.g. eosdyn figure phase-plane --quick")
+        width = max(len(f.name) for f in FIGURES)
         for f in FIGURES:
-            print(f"{f.number}  {f.name:20s} {f.description}")
+            print(f"{f.number:>2}  {f.name:{width}s}  {f.description}")
         return EXIT_OK
     names = [f.name for f in FIGURES] if args.name == "all" else [args.name]
     infos = []
@@ -531,7 +532,8 @@ def _figure_epilog() -> str:
         listed = figures()
     except (FigureScriptError, FileNotFoundError) as exc:  # one bad script must not break every command
         return f"figures: cannot be listed ({exc})"
-    return "figures:\n" + "\n".join(f"  {f.number}  {f.name:20s} {f.description}" for f in listed)
+    width = max((len(f.name) for f in listed), default=0)
+    return "figures:\n" + "\n".join(f"  {f.number:>2}  {f.name:{width}s}  {f.description}" for f in listed)
 
 
 def _usage(parser, msg):
