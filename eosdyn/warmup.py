@@ -198,7 +198,9 @@ def warmup(which: str = "common", *, progress: Callable[[str], None] | None = pr
 
 
 def _log_path() -> str:
-    base = os.environ.get("EOSDYN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "eosdyn")
+    from .codegen.source import cache_base
+
+    base = cache_base()
     os.makedirs(base, exist_ok=True)
     return os.path.join(base, "warmup.log")
 

@@ -340,15 +340,21 @@ def default_start(loss) -> np.ndarray:
     return star + 0.1 * (1.0 + np.abs(star))
 
 
-def _check_common(loss, theta0, transient, keep, tol, max_period, state0):
-    loss = check_loss(loss)
-    theta0 = default_start(loss) if theta0 is None else finite_vector("theta0", theta0, loss.dim)
+def _check_iteration(transient, keep, tol, max_period):
+    """The iteration settings, checked: transient >= 0, keep >= 2, tol > 0, max_period in [1, keep/2]."""
     transient = nonneg_int("transient", transient)
     keep = nonneg_int("keep", keep, minimum=2)
     tol = positive("tol", tol)
     max_period = keep // 2 if max_period is None else nonneg_int("max_period", max_period, minimum=1)
     if keep < 2 * max_period:
         raise ValueError(f"keep must be >= 2*max_period = {2 * max_period}, got {keep}")
+    return transient, keep, tol, max_period
+
+
+def _check_common(loss, theta0, transient, keep, tol, max_period, state0):
+    loss = check_loss(loss)
+    theta0 = default_start(loss) if theta0 is None else finite_vector("theta0", theta0, loss.dim)
+    transient, keep, tol, max_period = _check_iteration(transient, keep, tol, max_period)
     s0 = None if state0 is None else finite_vector("state0", state0)
     return loss, theta0, transient, keep, tol, max_period, s0
 
@@ -392,12 +398,7 @@ def _setup(loss, lrs, theta0, transient, keep, rule, tol, max_period, state0, bl
         vals = None if lrs is None else finite_vector("lrs", lrs)
         if vals is not None and vals.size == 0:
             raise ValueError("lrs (the parameter values r) must not be empty")
-        transient = nonneg_int("transient", transient)
-        keep = nonneg_int("keep", keep, minimum=2)
-        tol = positive("tol", tol)
-        max_period = keep // 2 if max_period is None else nonneg_int("max_period", max_period, minimum=1)
-        if keep < 2 * max_period:
-            raise ValueError(f"keep must be >= 2*max_period = {2 * max_period}, got {keep}")
+        transient, keep, tol, max_period = _check_iteration(transient, keep, tol, max_period)
         x0 = theta0 if np.ndim(theta0) == 0 else finite_vector("theta0", theta0)
         finite_vector("theta0", x0)
         run = _map_runner(loss, x0, transient, keep, tol, max_period, _blowup(blowup), vectorized)

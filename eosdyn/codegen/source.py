@@ -19,16 +19,20 @@ _DIR: list = []
 _MODULES: dict = {}
 
 
+def cache_base() -> str:
+    """eosdyn's cache folder as the environment names it now: ``$EOSDYN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/eosdyn`` or ``~/.cache/eosdyn`` (not created)."""
+    env = os.environ.get("EOSDYN_CACHE_DIR")
+    if env:
+        return env
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "eosdyn")
+
+
 def cache_dir() -> str:
     if _DIR:
         return _DIR[0]
-    env = os.environ.get("EOSDYN_CACHE_DIR")
-    if env:
-        base = env
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        base = os.path.join(xdg, "eosdyn")
-    d = os.path.join(base, "generated")
+    d = os.path.join(cache_base(), "generated")
     try:
         os.makedirs(d, exist_ok=True)
         probe = os.path.join(d, f".probe-{os.getpid()}")
