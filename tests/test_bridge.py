@@ -448,7 +448,7 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_path"):
         B.train(model, B.mse_loss, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), 1, checkpoint_every=1)
     with pytest.raises(ValueError, match="curvature"):
-        B.EoSAda(model.parameters(), curvature="hutchinson")
+        B.EoSAda(model.parameters(), curvature="power")
     with pytest.raises(ValueError, match="alpha"):
         B.EoSAda(model.parameters(), alpha=-1.0)
     with pytest.raises(ValueError, match="momentum"):

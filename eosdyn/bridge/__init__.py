@@ -19,10 +19,10 @@
   the same :class:`~eosdyn.sim.results.Trajectory` as the toy simulator. Its parts serve a
   hand-written loop too: :class:`CurvatureTracker` (the measurements) and
   :class:`Checkpointer` (checkpoints written only for a state whose loss was finite).
-- Models, losses and offline data: :class:`MLP`, :class:`SmallCNN`, :func:`mse_loss`
-  (½·sum over outputs·mean over examples), :func:`cross_entropy_loss`, :func:`digits`,
-  :func:`teacher_student`, :func:`gaussian_mixture`, :func:`function_fitting`,
-  :func:`cifar10`, :func:`batches`.
+- Models, losses and offline data: :class:`MLP`, :class:`SmallCNN`, :class:`ResNet18` (the
+  CIFAR variant), :func:`mse_loss` (½·sum over outputs·mean over examples),
+  :func:`cross_entropy_loss`, :func:`digits`, :func:`teacher_student`,
+  :func:`gaussian_mixture`, :func:`function_fitting`, :func:`cifar10`, :func:`batches`.
 
 Everything runs on the model's own device and dtype; nothing is hard-wired to CUDA.
 """
@@ -31,7 +31,7 @@ from .curvature import SharpnessResult, batch_sharpness, preconditioned_sharpnes
 from .data import batches, cifar10, digits, function_fitting, gaussian_mixture, teacher_student
 from .flows import central_flow, discrete_trajectory, gd_trajectory, gradient_flow, self_stabilization, stable_flow
 from .hvp import HessianOperator, HVPInfo, hvp
-from .models import MLP, SmallCNN, accuracy, cross_entropy_loss, mse_loss
+from .models import MLP, ResNet18, SmallCNN, accuracy, cross_entropy_loss, mse_loss
 from .operators import (
                     BlockSharpness,
                     CurvatureOperator,
@@ -52,7 +52,7 @@ __all__ = [
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
     "batch_sharpness",
     "EoSAda", "DCAO", "Probe", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
-    "MLP", "SmallCNN", "mse_loss", "cross_entropy_loss", "accuracy",
+    "MLP", "SmallCNN", "ResNet18", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
     "curvature_operator", "CurvatureOperator", "layer_sharpness", "BlockSharpness", "spectral_density",
     "ModelSpectralDensity", "trace", "ModelTrace",

@@ -11,7 +11,8 @@ expects):
 - :func:`cross_entropy_loss` — the mean softmax cross-entropy (``torch.nn.functional.
   cross_entropy``); targets are class indices (or probabilities).
 
-Models: :class:`MLP` (tanh or ReLU) and :class:`SmallCNN`.
+Models: :class:`MLP` (tanh or ReLU), :class:`SmallCNN` and :class:`ResNet18` (the CIFAR
+variant, written here with ``torch.nn``: torchvision is not needed).
 """
 from __future__ import annotations
 
@@ -119,3 +120,62 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
+
+
+class _BasicBlock(nn.Module):
+    """ResNet's basic block: two 3×3 conv–BN layers, ReLU after the first and after the sum
+    with the shortcut (identity, or a 1×1 strided conv–BN where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for CIFAR-sized inputs (He et al. 2016, in the common CIFAR form).
+
+    A 3×3 stride-1 stem conv (``width`` channels, no max-pool), batch norm and ReLU; four
+    stages of two basic blocks each, with ``width``·(1, 2, 4, 8) channels and strides
+    (1, 2, 2, 2) (a 1×1 strided conv + batch norm on the shortcut where the shape changes);
+    global average pooling; a linear head to ``num_classes``. Convs have no bias (batch norm
+    follows each). With ``width=64`` and 10 classes it has 11,173,962 parameters, the usual
+    CIFAR-10 ResNet-18; a small ``width`` (e.g. 4) gives a tiny one for tests. Any input size
+    works (the pooling is global); 32×32 leaves 4×4 maps before it.
+
+    Batch norm makes the loss depend on the batch in training mode: the Hessian probes
+    (:func:`~eosdyn.bridge.hvp`, :class:`~eosdyn.bridge.Probe`) use the model in the mode it
+    is in.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        num_classes = nonneg_int("num_classes", num_classes, minimum=1)
+        in_channels = nonneg_int("in_channels", in_channels, minimum=1)
+        width = nonneg_int("width", width, minimum=1)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, cin = [], width
+        for mult, stride in zip((1, 2, 4, 8), (1, 2, 2, 2)):
+            cout = width * mult
+            stages.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = nn.functional.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)

@@ -32,9 +32,11 @@ top-k eigenvalues of a Hessian by Lanczos (:func:`eosdyn.curvature.top_eigenpair
 "LA": largest algebraic) with at most ``lanczos_steps`` (m) Hessian-vector products,
 warm-started from the previous probe's eigenvectors. Between probes the last eigenvalues
 stay in force. ``curvature="exact"`` builds the dense Hessian with n HVPs instead (small
-models; it is what the toy rules' ``curvature="exact"`` computes). Every product is a
-double backward, H v = ∇⟨∇L, v⟩ (Pearlmutter 1994). ``add_param_group`` resets the warm
-start (the vector space has changed) and makes the next step probe.
+models; it is what the toy rules' ``curvature="exact"`` computes). EoS-Ada alone also offers
+``curvature="hutchinson"``, the proposal's own estimator: the mean of uᵀHu over
+``hutchinson_samples`` random unit directions, an estimate of tr(H)/d, *not* of λ_max
+(:class:`EoSAda`). Every product is a double backward, H v = ∇⟨∇L, v⟩ (Pearlmutter 1994).
+``add_param_group`` resets the warm start (the vector space has changed) and makes the next step probe.
 
 Cost of a probe: warm starts, the stopping rule, the probe batch
 -----------------------------------------------------------------
@@ -130,6 +132,8 @@ from ._common import common_device_dtype
 from .probe import Probe, _graph_matvec
 
 BRIDGE_CURVATURE = ("lanczos", "exact")
+#: EoS-Ada's estimators: DCAO's, plus the proposal's Hutchinson mean curvature (tr(H)/d).
+EOSADA_CURVATURE = BRIDGE_CURVATURE + ("hutchinson",)
 _DCAO_VARIANTS = {"refined": 0, "v1": 1}
 
 
@@ -170,6 +174,8 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
     """Common machinery: the step counter, closures, the warm-started probe, groups, state."""
 
     _name = "optimizer"
+    _curvature_methods = BRIDGE_CURVATURE
+    hutchinson_samples = None  # EoS-Ada's "hutchinson" sets it
 
     def __init__(self, params, defaults, k, curvature_every, lanczos_steps, curvature, tol, seed,
                  probe=None, eigval_tol=None, warm_start=True):
@@ -187,7 +193,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
                              f"{curvature_every!r}")
         self.curvature_every = int(curvature_every)
         self.lanczos_steps = nonneg_int("lanczos_steps", lanczos_steps, minimum=1)
-        self.curvature_method = choice("curvature", curvature, BRIDGE_CURVATURE)
+        self.curvature_method = choice("curvature", curvature, self._curvature_methods)
         self.tol = None if tol is None else positive("tol", tol)
         self.eigval_tol = None if eigval_tol is None else positive("eigval_tol", eigval_tol)
         if not isinstance(warm_start, bool):
@@ -212,6 +218,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.last_probe_hvps = 0
         self.curvature_time = 0.0
         self.last_residuals = np.full(self.curvature_k, np.nan)
+        self.last_standard_error = float("nan")
         self.lr_in_force = [float("nan")] * len(self.param_groups)
 
     # ---------------------------------------------------------------- groups
@@ -270,7 +277,8 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         return self._eigs.copy()
 
     def _curvature(self, matvec, n):
-        """Top-k eigenpairs of the operator ``matvec`` (warm-started); stores them."""
+        """Top-k eigenpairs of the operator ``matvec`` (warm-started), or the Hutchinson mean
+        curvature; stores them."""
         t0 = time.perf_counter()
         count = [0]
 
@@ -281,6 +289,17 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         from .curvature import _top_eigenpairs
 
         like = torch.empty(0, device=self.device, dtype=self.dtype)
+        if self.curvature_method == "hutchinson":
+            est, se = self._mean_curvature(counted, n, like)
+            self._eigs = np.full(self.curvature_k, est)
+            self._eigvecs = None
+            self.last_residuals = np.full(self.curvature_k, np.nan)
+            self.last_standard_error = se
+            self.n_hvp += count[0]
+            self.last_probe_hvps = count[0]
+            self.n_probes += 1
+            self.curvature_time += time.perf_counter() - t0
+            return
         if self.curvature_method == "exact":
             res = _top_eigenpairs()(counted, n, k=self.curvature_k, method="exact", which="LA",
                                     like=like, force_exact=True)
@@ -301,6 +320,36 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.last_probe_hvps = count[0]
         self.n_probes += 1
         self.curvature_time += time.perf_counter() - t0
+
+    def hutchinson_stream(self, step: int) -> int:
+        """The seed of the random stream of the Hutchinson probe at ``step`` (0-based): the
+        probe's direction i is the normalised Gaussian vector i of this stream
+        (:func:`eosdyn.curvature.hutchinson_trace`'s ``seed``), a function of ``seed`` and
+        the step only, so runs are reproducible and successive probes independent."""
+        ss = np.random.SeedSequence([self.seed, nonneg_int("step", step)])
+        return int(ss.generate_state(1, np.uint64)[0])
+
+    def _mean_curvature(self, matvec, n, like):
+        """(estimate, standard error) of the mean of uᵀHu over ``hutchinson_samples`` unit
+        directions u = v/‖v‖, v Gaussian: :func:`eosdyn.curvature.hutchinson_trace` (the
+        estimator, its seeding and its standard error) on the operator v ↦ H(v/‖v‖)/‖v‖,
+        whose quadratic form vᵀ(H(v/‖v‖)/‖v‖) is uᵀHu."""
+        from ..curvature import hutchinson_trace
+
+        step = self._step_count
+
+        def on_unit(v):
+            r = torch.linalg.vector_norm(v)
+            hu = matvec(v / r)
+            if not bool(torch.isfinite(hu).all()):
+                raise NonFiniteLossError(step, float("nan"), f"{self._name} curvature probe")
+            return hu / r
+
+        res = hutchinson_trace(on_unit, n, self.hutchinson_samples, dist="gaussian",
+                               seed=self.hutchinson_stream(step), like=like)
+        if not math.isfinite(res.estimate):  # pragma: no cover - on_unit raises first
+            raise NonFiniteLossError(step, res.estimate, f"{self._name} curvature probe")
+        return float(res.estimate), float(res.standard_error)
 
     def _call_closure(self, closure, params, own_graph):
         """Run the closure; (what step returns, gradients with their graph or None).
@@ -415,6 +464,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
             "n_probes": self.n_probes,
             "last_probe_hvps": self.last_probe_hvps,
             "residuals": [float(r) for r in self.last_residuals],
+            "standard_error": float(self.last_standard_error),
             "lr_in_force": [float(x) for x in self.lr_in_force],
             "curvature_time": self.curvature_time,
             "probe": None if self.probe is None else self.probe.state_dict(),
@@ -432,6 +482,7 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
         self.n_probes = int(extra["n_probes"])
         self.last_probe_hvps = int(extra.get("last_probe_hvps", 0))
         self.last_residuals = np.asarray(extra["residuals"], dtype=np.float64)
+        self.last_standard_error = float(extra.get("standard_error", float("nan")))
         self.lr_in_force = [float(x) for x in extra["lr_in_force"]]
         self.curvature_time = float(extra.get("curvature_time", 0.0))
         if self.probe is not None and extra.get("probe") is not None:
@@ -465,8 +516,12 @@ class _CurvatureOptimizer(torch.optim.Optimizer):
                     continue
                 s += f"    {key}: {group[key]}" + (f"   # {notes[key]}" if key in notes else "") + "\n"
         probe = "probe: none (closure)" if self.probe is None else f"probe: {self.probe!r}"
-        s += (f"Curvature: top-{self.curvature_k} by {self.curvature_method} every "
-              f"{self.curvature_every} step(s), {probe}\n)")
+        if self.curvature_method == "hutchinson":
+            what = (f"mean curvature tr(H)/d by hutchinson ({self.hutchinson_samples} unit "
+                    "direction(s))")
+        else:
+            what = f"top-{self.curvature_k} by {self.curvature_method}"
+        s += f"Curvature: {what} every {self.curvature_every} step(s), {probe}\n)"
         return s
 
 
@@ -491,8 +546,27 @@ class EoSAda(_CurvatureOptimizer):
     bounded by α/|λ_max|, and the move is a descent step. ε = 0 is allowed; where
     |λ_max| + ε = 0 (a flat probe) the step is defined as 0, as in the toy rule. Identical to the toy
     rule :class:`eosdyn.rules.EoSAda` with the same arguments and lr = 1 (defaults too: probe every
-    step, ``curvature_every=1``, ``lanczos_steps=20``). The toy rule's "power" and "hutchinson"
-    estimators are not offered here; "lanczos" and "exact" are.
+    step, ``curvature_every=1``, ``lanczos_steps=20``, ``hutchinson_samples=10``).
+
+    ``curvature`` picks the estimate put where λ_max stands above:
+
+    - ``"lanczos"`` (default): λ_max by warm-started Lanczos (module docstring);
+    - ``"exact"``: λ_max of the dense Hessian (n HVPs; small models);
+    - ``"hutchinson"``: the proposal's own estimator, as in the toy rule: the mean of uᵢᵀHuᵢ
+      over ``hutchinson_samples`` (k, default 10, an integer >= 1) random unit directions
+      uᵢ = vᵢ/‖vᵢ‖, vᵢ ~ N(0, I), i.e. uniform on the unit sphere of ℝᵈ (d the number of
+      parameters), with k HVPs per probe. Since ‖u‖ = 1 and, by symmetry, E[uuᵀ] = I/d,
+
+          E[uᵀHu] = tr(H E[uuᵀ]) = tr(H)/d,
+
+      the *mean* eigenvalue of H — not λ_max (and Var[uᵀHu] = 2(tr(H²)/d − (tr(H)/d)²)/(d + 2)).
+      The step α/(|tr(H)/d| + ε) is then set by the average curvature and can exceed the edge
+      2/λ_max by far; it is offered faithfully, for comparison with the proposal. The estimate is
+      kept where λ_max is (``eigenvalues[0]``), its standard error over the k directions in
+      ``last_standard_error``; the directions of the probe at step s come from the stream
+      :meth:`hutchinson_stream` (``seed``, s), so runs are reproducible, and resumable from
+      ``state_dict()``. ``lanczos_steps``, ``tol``, ``eigval_tol`` and ``warm_start`` do not
+      apply to it. The toy rule's "power" estimator is not offered here.
 
     ξ is drawn with a ``torch.Generator`` on the parameters' device, seeded with ``seed``;
     its state is part of ``state_dict()``. ``lr``, ``alpha``, ``eps``, ``noise_scale`` and
@@ -509,9 +583,12 @@ class EoSAda(_CurvatureOptimizer):
 
     _name = "EoSAda"
 
+    _curvature_methods = EOSADA_CURVATURE
+
     def __init__(self, params, alpha=1.9, eps=1e-8, noise_scale=0.0, noise_decay=0.0,
                  curvature="lanczos", curvature_every=1, lanczos_steps=20, tol=None, seed=0, *,
-                 lr=1.0, probe=None, eigval_tol=None, warm_start=True):
+                 lr=1.0, probe=None, eigval_tol=None, warm_start=True, hutchinson_samples=10):
+        self.hutchinson_samples = nonneg_int("hutchinson_samples", hutchinson_samples, minimum=1)
         eps = positive("eps", eps, allow_zero=True)
         defaults = dict(lr=positive("lr", lr), alpha=positive("alpha", alpha), eps=eps,
                         noise_scale=positive("noise_scale", noise_scale, allow_zero=True),
@@ -597,7 +674,10 @@ class DCAO(_CurvatureOptimizer):
     ``momentum_bound`` and ``weight_decay_in_force`` (λ_wd), besides ``momentum_buffer``.
 
     The toy rule's "power"/"hutchinson"/"auto" estimators are not offered; "lanczos" (default)
-    and "exact" are. ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian,
+    and "exact" are. In particular ``curvature="hutchinson"`` (EoS-Ada's mean curvature, the mean
+    of uᵀHu over random unit directions u, whose expectation is tr(H)/d) raises ``ValueError``:
+    DCAO needs λ₁ and the gap λ₁ − λ₂, which a single trace estimate does not give.
+    ``probe``: a :class:`~eosdyn.bridge.probe.Probe` that supplies the Hessian,
     so that a plain ``backward(); step()`` loop works. See the module docstring for
     ``step(closure)``. ``eigval_tol`` (float > 0, optional) and ``warm_start`` (bool, default
     True): the probe's stopping rule and warm start (module docstring, "Cost of a probe").
@@ -610,6 +690,13 @@ class DCAO(_CurvatureOptimizer):
                  curvature_every=100, lanczos_steps=20, curvature="lanczos", variant="refined",
                  v1_beta=0.1, v1_gamma=0.1, tol=None, seed=0, *, probe=None, eigval_tol=None,
                  warm_start=True):
+        if isinstance(curvature, str) and curvature == "hutchinson":
+            raise ValueError(
+                "DCAO: curvature='hutchinson' is not offered: Hutchinson's estimator gives the mean "
+                "curvature tr(H)/d (the mean of u^T H u over random unit directions u), but DCAO "
+                "needs the top eigenvalues lambda_1 and lambda_2 (its step follows rho = lambda_1, "
+                "its momentum the gap lambda_1 - lambda_2). Use curvature='lanczos' or 'exact' "
+                "(EoSAda offers 'hutchinson')")
         lr = positive("lr", lr)
         lo, hi = pair("lr_factor_range", lr_factor_range)
         lo = positive("lr_factor_range[0]", lo)

@@ -105,13 +105,15 @@ class EoSAda(Rule):
         return 2.0 * (1.0 + probe.eps / lam)
 
     def torch_kwargs(self):
-        if self.curvature_method in ("power", "hutchinson"):
-            raise ValueError(f"the torch EoSAda offers curvature 'lanczos' or 'exact', not "
-                             f"{self.curvature_method!r}")
+        if self.curvature_method == "power":
+            raise ValueError("the torch EoSAda offers curvature 'lanczos', 'exact' or 'hutchinson', not 'power'")
         method = "lanczos" if self.curvature_method == "auto" else self.curvature_method
-        return {"alpha": self.alpha, "eps": self.eps, "noise_scale": self.noise_scale,
-                "noise_decay": self.noise_decay, "curvature": method,
-                "curvature_every": self.curvature_every, "lanczos_steps": self.lanczos_steps}
+        kw = {"alpha": self.alpha, "eps": self.eps, "noise_scale": self.noise_scale,
+              "noise_decay": self.noise_decay, "curvature": method,
+              "curvature_every": self.curvature_every, "lanczos_steps": self.lanczos_steps}
+        if method == "hutchinson":
+            kw["hutchinson_samples"] = self.hutchinson_samples
+        return kw
 
     def hyperparameters(self):
         return {"alpha": self.alpha, "eps": self.eps, "noise_scale": self.noise_scale,
