@@ -20,7 +20,7 @@ DOCS = ROOT / "docs"
 #: The packages whose ``__all__`` the reference must cover, one page each (docs/api/NAME.rst).
 PACKAGES = ["eosdyn", "eosdyn.sim", "eosdyn.losses", "eosdyn.rules", "eosdyn.analysis", "eosdyn.flows",
             "eosdyn.sde", "eosdyn.curvature", "eosdyn.bridge", "eosdyn.sweep", "eosdyn.plot", "eosdyn.engine",
-            "eosdyn.codegen"]
+            "eosdyn.codegen", "eosdyn.claims"]
 
 
 @pytest.fixture(scope="module")
