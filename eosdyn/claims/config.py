@@ -39,6 +39,8 @@ class ClaimsConfig:
         Budget of every run in passes over the training set at ``batch_size``; full-batch
         GD gets the same number of *steps* (so it sees one pass per step).
     batch_size : int >= 1
+    evals_per_epoch : int >= 1
+        Evaluations (validation, test, λ₁) per epoch: the resolution of "epochs to target".
     optimizers : tuple of names of :data:`~eosdyn.claims.optimizers.OPTIMIZERS`
     n_trials : int >= 1
         Trials of every optimizer in each tuning mode ("step" and "joint"): the same count
@@ -78,6 +80,7 @@ class ClaimsConfig:
     split_seed: int = 0
     epochs: int = 30
     batch_size: int = 64
+    evals_per_epoch: int = 4
     optimizers: tuple = field(default_factory=lambda: tuple(OPTIMIZERS))
     n_trials: int = 6
     seeds: int = 5
@@ -104,7 +107,7 @@ class ClaimsConfig:
         object.__setattr__(self, "hidden", tuple(nonneg_int(f"hidden[{i}]", h, minimum=1)
                                                  for i, h in enumerate(self.hidden)))
         for name, lo in (("width", 1), ("n_train", 2), ("n_val", 1), ("n_test", 1), ("split_seed", 0),
-                         ("epochs", 1), ("batch_size", 1), ("n_trials", 1), ("seeds", 1),
+                         ("epochs", 1), ("batch_size", 1), ("evals_per_epoch", 1), ("n_trials", 1), ("seeds", 1),
                          ("lanczos_steps", 1), ("track_subset", 1), ("ablation_seeds", 1), ("n_workers", 1),
                          ("threads", 1)):
             nonneg_int(name, getattr(self, name), minimum=lo)
@@ -135,7 +138,7 @@ class ClaimsConfig:
         Its verdicts mean little (2 trials, 2 seeds, 4 epochs on 300 digits): it checks the
         machinery, not the claims.
         """
-        kw = dict(hidden=(32,), n_train=300, n_val=150, n_test=150, epochs=4, batch_size=50, n_trials=2,
+        kw = dict(hidden=(32,), n_train=300, n_val=150, n_test=150, epochs=4, batch_size=50, evals_per_epoch=1, n_trials=2,
                   seeds=2, lanczos_steps=6, curvature_every=3, track_subset=64, ablation_seeds=1)
         kw.update(overrides)
         return cls(**kw)

@@ -1,11 +1,12 @@
 """One run of the claims study: :func:`run_trial` (the function the study's sweeps call).
 
 A run trains a fresh model (initialised with the run's seed) with one optimizer for the
-study's budget through :func:`eosdyn.bridge.train`, one call per epoch on that epoch's
-shuffled minibatches, and after every epoch (and at step 0) records, on data the
+study's budget through :func:`eosdyn.bridge.train`, one call per evaluation interval on
+that stretch of each epoch's shuffled minibatches, and after every interval (and at step 0) records, on data the
 optimizer never sees:
 
-* validation and test accuracy and cross-entropy;
+* validation and test accuracy and cross-entropy (``evals_per_epoch`` times per epoch, and
+  for full-batch GD at the same step counts);
 * λ₁, the top Hessian eigenvalue of the training loss on a fixed subset of the training
   set (warm-started Lanczos, :func:`eosdyn.bridge.sharpness`; not timed, not counted);
 * cumulative wall-clock time of the optimizer steps including the optimizer's own curvature
@@ -145,51 +146,68 @@ def _run(optimizer, seed, hp, c):
     loss_fn = torch.nn.functional.cross_entropy
     n = tr[0].shape[0]
     spe = -(-n // c["batch_size"])  # steps per epoch of the minibatch optimizers
-    epochs = c["epochs"]
-    total = spe * epochs
+    total = spe * c["epochs"]
     opt, sched = spec.build(list(model.parameters()), {**hps, "seed": seed}, total, _Cfg(c))
     if sched is not None:
         opt.register_step_post_hook(lambda *_: sched.step())
     track_pair = (tr[0][: c["track_subset"]], tr[1][: c["track_subset"]])
 
-    n_eval = epochs + 1
-    rec = {k: np.full(n_eval, np.nan) for k in ("epoch", "val_acc", "val_loss", "test_acc", "test_loss",
-                                                "lambda1", "probe_lambda", "time", "hvp")}
+    chunk = -(-spe // c["evals_per_epoch"])  # steps between evaluations
+    ends = list(range(chunk, total, chunk)) + [total]
+    rec = {k: np.full(len(ends) + 1, np.nan) for k in ("step", "epoch", "val_acc", "val_loss", "test_acc", "test_loss",
+                                                       "lambda1", "probe_lambda", "time", "hvp")}
     step_loss = np.full(total, np.nan)
     step_lr = np.full(total, np.nan)
     v0, clock, hvps, diverged_at = None, 0.0, 0, -1
 
-    def measure(e):
+    def measure(i, t):
         nonlocal v0
-        rec["epoch"][e] = e if not spec.full_batch else e * spe
-        rec["val_loss"][e], rec["val_acc"][e], _ = _evaluate(model, loss_fn, va)
-        rec["test_loss"][e], rec["test_acc"][e], _ = _evaluate(model, loss_fn, te)
+        rec["step"][i] = t
+        rec["epoch"][i] = t if spec.full_batch else t / spe  # passes over the training set
+        rec["val_loss"][i], rec["val_acc"][i], _ = _evaluate(model, loss_fn, va)
+        rec["test_loss"][i], rec["test_acc"][i], _ = _evaluate(model, loss_fn, te)
         res = sharpness(model, loss_fn, track_pair, k=1, v0=v0, eigval_tol=1e-3,
                         max_iter=max(20, c["lanczos_steps"]), seed=seed)
         v0 = res.eigenvectors
-        rec["lambda1"][e] = float(res.eigenvalues[0])
-        rec["time"][e], rec["hvp"][e] = clock, hvps
-        if spec.curvature and e > 0:  # the optimizer's own estimate at its last probe
-            rec["probe_lambda"][e] = float(opt.eigenvalues[0])
+        rec["lambda1"][i] = float(res.eigenvalues[0])
+        rec["time"][i], rec["hvp"][i] = clock, hvps
+        if spec.curvature and t > 0:  # the optimizer's own estimate at its last probe
+            rec["probe_lambda"][i] = float(opt.eigenvalues[0])
 
-    measure(0)
-    for e in range(epochs):
-        data = tr if spec.full_batch else batches(tr, c["batch_size"], shuffle=True, seed=seed * 100003 + e)
-        traj = train(model, loss_fn, data, opt, spe, track_every=None, accuracy_fn=None, progress=False, seed=seed)
+    epoch_batches = {}
+
+    def batch_list(t0, t1):
+        """The minibatches of steps t0 … t1 − 1: epoch e's examples in a fresh order (seed, e)."""
+        out = []
+        for t in range(t0, t1):
+            e = t // spe
+            if e not in epoch_batches:
+                epoch_batches.clear()
+                epoch_batches[e] = batches(tr, c["batch_size"], shuffle=True, seed=seed * 100003 + e)
+            out.append(epoch_batches[e][t % spe])
+        return out
+
+    measure(0, 0)
+    t0 = 0
+    for i, t1 in enumerate(ends, start=1):
+        data = tr if spec.full_batch else batch_list(t0, t1)
+        traj = train(model, loss_fn, data, opt, t1 - t0, track_every=None, accuracy_fn=None, progress=False,
+                     seed=seed)
         # the optimizer's steps and its own probes (train's records and checks excluded)
         clock += float(np.nanmax(traj.extra["time_train"])) + float(np.nanmax(traj.extra["time_curvature"]))
         hvps = int(getattr(opt, "n_hvp", 0))
-        step_loss[e * spe:(e + 1) * spe] = traj.loss[:spe]
-        step_lr[e * spe:(e + 1) * spe] = traj.lr[:spe]
+        step_loss[t0:t1] = traj.loss[:t1 - t0]
+        step_lr[t0:t1] = traj.lr[:t1 - t0]
         if traj.diverged:
-            diverged_at = e * spe + int(traj.diverged_at)
+            diverged_at = t0 + int(traj.diverged_at)
             break
-        measure(e + 1)
+        measure(i, t1)
+        t0 = t1
 
     _, _, probs = _evaluate(model, loss_fn, te) if diverged_at < 0 else (None, None, None)
     ece = expected_calibration_error(probs.cpu().numpy(), te[1].cpu().numpy()) if probs is not None else np.nan
     return {
-        "epoch": ("eval", rec["epoch"]), "val_acc": ("eval", rec["val_acc"]), "val_loss": ("eval", rec["val_loss"]),
+        "step": ("eval", rec["step"]), "epoch": ("eval", rec["epoch"]), "val_acc": ("eval", rec["val_acc"]), "val_loss": ("eval", rec["val_loss"]),
         "test_acc": ("eval", rec["test_acc"]), "test_loss": ("eval", rec["test_loss"]),
         "lambda1": ("eval", rec["lambda1"]), "probe_lambda": ("eval", rec["probe_lambda"]),
         "time": ("eval", rec["time"]), "hvp": ("eval", rec["hvp"]),
