@@ -78,7 +78,7 @@ def test_report_numbers_are_recomputed_from_the_stored_runs(quick_study):
             np.testing.assert_array_equal(np.asarray(want, float), np.asarray(e, float))
         # cost per step: the optimizer's own HVPs over the steps it took
         mask = m & (seeds.optimizer.values == "dcao")
-        want = seeds.hvp_total.values[mask] / seeds.step.values[mask][:, -1]
+        want = seeds.hvp_total.values[mask] / seeds.eval_step.values[mask][:, -1]
         np.testing.assert_allclose(stored["modes"][mode]["optimizers"]["dcao"]["values"]["hvp_per_step"], want)
     # the same stores give the same report, and the Markdown shows the JSON's numbers
     again = summarize(out)

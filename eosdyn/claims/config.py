@@ -138,8 +138,8 @@ class ClaimsConfig:
         Its verdicts mean little (2 trials, 2 seeds, 4 epochs on 300 digits): it checks the
         machinery, not the claims.
         """
-        kw = dict(hidden=(32,), n_train=300, n_val=150, n_test=150, epochs=4, batch_size=50, evals_per_epoch=1, n_trials=2,
-                  seeds=2, lanczos_steps=6, curvature_every=3, track_subset=64, ablation_seeds=1)
+        kw = dict(hidden=(32,), n_train=300, n_val=150, n_test=150, epochs=4, batch_size=50, evals_per_epoch=1,
+                  n_trials=2, seeds=2, lanczos_steps=6, curvature_every=3, track_subset=64, ablation_seeds=1)
         kw.update(overrides)
         return cls(**kw)
 

@@ -163,7 +163,7 @@ def _per_run(ds, i, target):
     e = epochs_to_target(x, acc, target)
     hit = np.flatnonzero(np.nan_to_num(acc, nan=-np.inf) >= target)
     done = np.flatnonzero(np.isfinite(r["time"].values))
-    steps_done = int(r["step"].values[done[-1]]) if done.size else 0
+    steps_done = int(r["eval_step"].values[done[-1]]) if done.size else 0
     return {
         "epochs_to_target": e,
         "time_to_target": float(t[hit[0]]) if hit.size else float("nan"),

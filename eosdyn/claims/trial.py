@@ -207,7 +207,8 @@ def _run(optimizer, seed, hp, c):
     _, _, probs = _evaluate(model, loss_fn, te) if diverged_at < 0 else (None, None, None)
     ece = expected_calibration_error(probs.cpu().numpy(), te[1].cpu().numpy()) if probs is not None else np.nan
     return {
-        "step": ("eval", rec["step"]), "epoch": ("eval", rec["epoch"]), "val_acc": ("eval", rec["val_acc"]), "val_loss": ("eval", rec["val_loss"]),
+        "eval_step": ("eval", rec["step"]), "epoch": ("eval", rec["epoch"]),
+        "val_acc": ("eval", rec["val_acc"]), "val_loss": ("eval", rec["val_loss"]),
         "test_acc": ("eval", rec["test_acc"]), "test_loss": ("eval", rec["test_loss"]),
         "lambda1": ("eval", rec["lambda1"]), "probe_lambda": ("eval", rec["probe_lambda"]),
         "time": ("eval", rec["time"]), "hvp": ("eval", rec["hvp"]),
