@@ -20,9 +20,11 @@ A *cell* is one small call (5 steps, 3 trajectories) of one entry point on one p
 The **common set** is every built-in loss family with GD under all three entry points, and
 every rule on the quadratic and the scalar net under ``simulate`` and ``ensemble``. ``--all``
 adds every rule on every family. The caches live where eosdyn and numba keep them
-(``EOSDYN_CACHE_DIR``, ``NUMBA_CACHE_DIR`` if set), so a warmed machine stays warm until
-eosdyn's kernel sources change. ``benchmarks/coldstart.py`` times the same cells in fresh
-processes, cold and warm.
+(``EOSDYN_CACHE_DIR``, ``NUMBA_CACHE_DIR`` if set), so a warmed machine stays warm until the
+source of a kernel, or of an eosdyn module that the kernel's module imports, changes (each
+cache entry carries a digest of those sources: :mod:`eosdyn.codegen.numba_cache`; after a
+``git pull`` that touches ``eosdyn/_rng.py``, say, run ``eosdyn warmup`` again).
+``benchmarks/coldstart.py`` times the same cells in fresh processes, cold and warm.
 """
 from __future__ import annotations
 

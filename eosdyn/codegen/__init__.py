@@ -14,13 +14,23 @@ the text, and imports it from there: ``$EOSDYN_CACHE_DIR``, else ``$XDG_CACHE_HO
 or ``~/.cache/eosdyn``, subfolder ``generated`` (a fresh temporary directory if none of
 these is writable). Where a kernel cannot be specialised, the caller runs the generic
 in-memory kernel and :func:`fallback_warning` says so once, naming the loss and the rule.
+
+numba's disk cache of every eosdyn kernel, generated or not, is stamped with a digest of the
+kernel module's sources *and of every eosdyn module it imports* (:mod:`eosdyn.codegen.numba_cache`),
+so a change in a called module (``eosdyn/_rng.py`` under a kernel of ``engine/core.py``)
+recompiles the kernel instead of loading the old machine code.
 """
 from __future__ import annotations
 
 import warnings
 
+from . import numba_cache
 from .source import cache_dir, file_digest, load_source
 from .specialise import NotSpecialisable, import_path, specialise
+
+# numba's disk cache checks only a kernel's own file: make eosdyn's kernels (and the generated
+# ones) also depend on the modules they import (issue 16; numba_cache's docstring)
+numba_cache.install()
 
 __all__ = ["load_source", "cache_dir", "file_digest", "specialise", "NotSpecialisable", "import_path",
            "GenericKernelWarning", "fallback_warning"]

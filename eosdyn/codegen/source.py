@@ -5,7 +5,10 @@ eosdyn generates at run time (sympy-derived losses, √(L − L*) wrappers of a 
 specialised simulator kernels) is written once to a cache directory, named by the SHA-256
 of its text, and imported from there. Directory: ``$EOSDYN_CACHE_DIR``, else ``$XDG_CACHE_HOME/eosdyn`` or
 ``~/.cache/eosdyn``, subfolder ``generated``; a fresh temporary directory if none of
-these is writable.
+these is writable. The text of a generated module is rebuilt from the live sources in every
+process, but numba's cache of it is keyed on that text only; :mod:`eosdyn.codegen.numba_cache`
+adds the sources of the eosdyn modules it imports (transitively) to the key, so a change two
+imports down (``eosdyn/_rng.py`` under ``engine/core.py``) recompiles it too.
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ kernel and every callee that passes the functions along — with those *slot* pa
 removed wherever they stand, the functions imported as module globals of the same name,
 and ``if slot is None`` tests resolved in the source. The module is loaded through
 :func:`eosdyn.codegen.load_source` (a content-addressed file in the cache directory), so
-``cache=True`` works and a new process pays about half a second.
+``cache=True`` works and a new process pays about half a second. The text names the digests
+of the modules it imports (so a new version of one is a new file); numba's cache of it also
+follows every module those import in turn (:mod:`eosdyn.codegen.numba_cache`).
 
 A slot may be bound to
 
