@@ -88,6 +88,66 @@ def test_report_numbers_are_recomputed_from_the_stored_runs(quick_study):
     assert markdown(again) == (out / "claims.md").read_text()
 
 
+def test_overhead_rows_recompute_the_model_from_the_stored_runs(quick_study):
+    """The overhead table's model m·r·b/T_c is HVPs per step × the run's measured r, averaged
+    over the seeds; the measured side is the ratio of mean times per step to SGD+momentum's."""
+    config, out, summary = quick_study
+    seeds = load(out / "seeds")
+    ov = json.loads((out / "claims.json").read_text())["overhead"]
+    rows = {r["setting"] + "/" + r["optimizer"]: r for r in ov["rows"]}
+    # every probing optimizer in both modes, and each DCAO ablation setting (T_c and m varied)
+    for mode in ("step", "joint"):
+        for name in ("eosada", "dcao", "dcao_v1"):
+            assert f"{mode}-tuned/{name}" in rows
+    assert sum(r["setting"].startswith("ablation dcao: T_c=") for r in ov["rows"]) >= 1
+    assert sum(r["setting"].startswith("ablation dcao: m=") for r in ov["rows"]) >= 1
+    assert ov["n_settings"] >= 3
+    for mode in ("step", "joint"):
+        m = seeds.tag.values == f"seed/{mode}"
+        d = m & (seeds.optimizer.values == "dcao")
+        steps = seeds.eval_step.values[d][:, -1]
+        r = seeds.hvp_over_grad.values[d]
+        assert np.all((r > 0.2) & (r < 20))  # an HVP costs about one to a few gradients
+        model = np.mean(seeds.hvp_total.values[d] * r / steps)
+        row = rows[f"{mode}-tuned/dcao"]
+        assert row["model"] == pytest.approx(model, rel=1e-12)
+        assert row["hvp_per_probe"] == pytest.approx(np.mean(seeds.hvp_total.values[d] / seeds.n_probes.values[d]))
+        s = m & (seeds.optimizer.values == "sgdm")
+
+        def per_step(mask):
+            done = seeds.eval_step.values[mask][:, -1]
+            return np.mean(seeds.time.values[mask][:, -1] / done)
+
+        assert row["measured"] == pytest.approx(per_step(d) / per_step(s) - 1, rel=1e-9)
+        assert row["measured_over_model"] == pytest.approx(row["measured"] / row["model"], rel=1e-12)
+    text = (out / "claims.md").read_text()
+    assert "measured against the model m·r·b/T_c" in text
+    # non-probing optimizers record no unit costs
+    g = seeds.optimizer.values == "sgdm"
+    assert np.all(np.isnan(seeds.hvp_over_grad.values[g])) and np.all(seeds.n_probes.values[g] == 0)
+
+
+def test_probe_costs_leave_the_model_alone_and_refuse_bad_input():
+    from eosdyn.bridge import MLP, probe_costs
+
+    torch.manual_seed(0)
+    model = MLP(4, (8,), 3, "tanh")
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    loss_fn = torch.nn.functional.cross_entropy
+    loss_fn(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
+    c = probe_costs(model, loss_fn, (x, y), repeats=2, inner=2)
+    assert set(c) == {"t_grad", "t_graph", "t_hvp", "r", "c0"}
+    assert c["r"] == pytest.approx(c["t_hvp"] / c["t_grad"]) and c["r"] > 0
+    for p, g, w in zip(model.parameters(), grads, before):
+        assert torch.equal(p.grad, g) and torch.equal(p.detach(), w)
+    with pytest.raises(ValueError, match="repeats"):
+        probe_costs(model, loss_fn, (x, y), repeats=0)
+    with pytest.raises(TypeError, match="pair"):
+        probe_costs(model, loss_fn, x)
+
+
 def test_resume_runs_only_what_is_missing(quick_study, tmp_path):
     config, out, summary = quick_study
     copy = tmp_path / "copy"

@@ -43,7 +43,7 @@ from .operators import (
                     trace,
 )
 from .optim import DCAO, EoSAda, NonFiniteLossError
-from .probe import Probe
+from .probe import Probe, probe_costs
 from .tracker import CurvatureTracker
 from .train import train
 
@@ -51,7 +51,7 @@ __all__ = [
     "central_flow", "stable_flow", "gradient_flow", "gd_trajectory", "discrete_trajectory", "self_stabilization",
     "hvp", "HessianOperator", "HVPInfo", "sharpness", "preconditioned_sharpness", "SharpnessResult",
     "batch_sharpness",
-    "EoSAda", "DCAO", "Probe", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
+    "EoSAda", "DCAO", "Probe", "probe_costs", "NonFiniteLossError", "train", "CurvatureTracker", "Checkpointer",
     "MLP", "SmallCNN", "ResNet18", "mse_loss", "cross_entropy_loss", "accuracy",
     "digits", "teacher_student", "gaussian_mixture", "function_fitting", "cifar10", "batches",
     "curvature_operator", "CurvatureOperator", "layer_sharpness", "BlockSharpness", "spectral_density",

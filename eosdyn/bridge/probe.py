@@ -327,3 +327,69 @@ class Probe:
             self._generator = None
         else:
             self._gen().set_state(gs.to("cpu", torch.uint8))
+
+
+def probe_costs(model, loss_fn, batch, *, repeats: int = 5, inner: int = 3) -> dict:
+    """Measure the unit costs of the overhead model (module docstring) on one batch.
+
+    Returns the CPU seconds (``time.process_time``, the best over ``repeats`` of the mean of
+    ``inner`` calls, so little moved by other jobs on a shared machine) of
+
+    - ``t_grad``: one training gradient, ``loss_fn(model(x), y).backward()``;
+    - ``t_graph``: a probe's own pass, the forward and the backward with ``create_graph``;
+    - ``t_hvp``: one Hessian-vector product through that graph (the probe's matvec);
+
+    and the ratios ``r = t_hvp / t_grad`` and ``c0 = t_graph / t_grad``. With these, a
+    probe every T_c steps of m products on b times the training batch costs about
+    m·r·b/T_c (+ c₀·b/T_c) training gradients per step (Probe's docstring). ``p.grad`` is
+    restored as it was; the probe never changes the model.
+
+    On a GPU, CPU time does not measure the device's work: there, time with
+    ``torch.cuda.synchronize`` as ``benchmarks/overhead.py`` does.
+    """
+    import time
+
+    repeats, inner = nonneg_int("repeats", repeats), nonneg_int("inner", inner)
+    if repeats < 1 or inner < 1:
+        raise ValueError(f"repeats and inner must be >= 1, got {repeats} and {inner}")
+    if not _is_pair(batch):
+        raise TypeError("batch must be an (inputs, targets) pair")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameter that requires grad")
+    x, y = batch
+    saved = [None if p.grad is None else p.grad.clone() for p in params]
+
+    def best(f):
+        t = math.inf
+        for _ in range(repeats):
+            t0 = time.process_time()
+            for _ in range(inner):
+                f()
+            t = min(t, (time.process_time() - t0) / inner)
+        return t
+
+    def grad():
+        for p in params:
+            p.grad = None
+        loss_fn(model(x), y).backward()
+
+    probe = Probe(model, loss_fn, (x, y))
+
+    def graph():
+        probe.operator(params)[1]()
+
+    try:
+        grad()  # first calls allocate; not timed
+        t_grad, t_graph = best(grad), best(graph)
+        matvec, release = probe.operator(params)
+        v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0),
+                        dtype=params[0].dtype).to(params[0].device)
+        matvec(v)
+        t_hvp = best(lambda: matvec(v))
+        release()
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+    t_grad = max(t_grad, 1e-9)
+    return {"t_grad": t_grad, "t_graph": t_graph, "t_hvp": t_hvp, "r": t_hvp / t_grad, "c0": t_graph / t_grad}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,11 +177,36 @@ def _per_run(ds, i, target):
         "high_freq_fraction": high_frequency_fraction(_second_half(r["train_loss"].values)),
         "time_per_step": float(t[done[-1]] / steps_done) if steps_done else float("nan"),
         "hvp_per_step": float(r["hvp_total"].values) / steps_done if steps_done else float("nan"),
+        "hvp_per_probe": _per(r, "hvp_total", "n_probes"),
+        "overhead_model": _overhead_model(r, steps_done, full=False),
+        "overhead_model_full": _overhead_model(r, steps_done, full=True),
         "diverged": bool(int(r["diverged_at"].values) >= 0),
         "probe_over_lambda1": _median_ratio(r["probe_lambda"].values[1:], r["lambda1"].values[1:]),
         "probe_median": _median(r["probe_lambda"].values[1:]),
         "lambda1_median": _median(r["lambda1"].values[1:]),
     }
+
+
+def _scalar(r, name) -> float:
+    """A run's scalar ``name``, NaN in stores written before it was recorded."""
+    return float(r[name].values) if name in r else float("nan")
+
+
+def _per(r, num, den) -> float:
+    d = _scalar(r, den)
+    return _scalar(r, num) / d if d > 0 else float("nan")
+
+
+def _overhead_model(r, steps, full: bool) -> float:
+    """The probe cost in training gradients per step (Probe's docstring, issue 14):
+    m·r·b/T_c = (HVPs per step)·r with b = 1 (the probes use the training batch), plus
+    c₀·(probes per step) for the probes' own graphs when ``full``."""
+    if not steps:
+        return float("nan")
+    cost = _scalar(r, "hvp_total") * _scalar(r, "hvp_over_grad")
+    if full:
+        cost += _scalar(r, "n_probes") * _scalar(r, "graph_over_grad")
+    return cost / steps
 
 
 def _median(a) -> float:
@@ -197,7 +223,7 @@ def _median_ratio(a, b) -> float:
 
 METRICS = ("epochs_to_target", "time_to_target", "final_test_acc", "ece", "loss_fluctuation",
            "lambda1_spread", "high_freq_fraction", "time_per_step", "hvp_per_step", "probe_over_lambda1",
-           "probe_median", "lambda1_median")
+           "probe_median", "lambda1_median", "hvp_per_probe", "overhead_model", "overhead_model_full")
 
 
 def _group(ds, mask, target):
@@ -300,6 +326,7 @@ def summarize(out) -> dict:
             g = _group(abl, mask, target)
             g["optimizer"] = str(abl["optimizer"].values[np.flatnonzero(mask)[0]])
             summary["ablations"][str(tag).removeprefix("ablation/")] = g
+    summary["overhead"] = _overhead_rows(summary, groups, abl, config)
     curves = {}
     for mode in MODES:
         for name in groups[mode]:
@@ -314,6 +341,46 @@ def summarize(out) -> dict:
                     k: _nanmean_rows(abl[k].values[mask]).tolist() for k in ("epoch", "lambda1", "probe_lambda")}
     summary["curves"] = curves
     return summary
+
+
+def _overhead_rows(summary, groups, abl, config) -> dict:
+    """Measured probe overhead against the model m·r·b/T_c, for every curvature-probing setting.
+
+    measured = (time per step) / (SGD+momentum's time per step, same tuning mode; the joint
+    mode's for the ablations) − 1; model = the run's HVPs per step × its measured r (the HVP's
+    time over a training gradient's), b = 1; "full" adds the probes' own graphs, c₀ per probe.
+    """
+    rows = []
+
+    def add(setting, name, hp, g, base):
+        if base is None or not OPTIMIZERS[name].curvature:
+            return
+        v = g["values"]
+        ratio, lo, hi = ratio_ci(v["time_per_step"], base["values"]["time_per_step"])
+        model, full = np.nanmean(v["overhead_model"]), np.nanmean(v["overhead_model_full"])
+        rows.append({"setting": setting, "optimizer": name,
+                     "T_c": 1 if name == "eosada" else int(hp.get("curvature_every", config["curvature_every"])),
+                     "hvp_per_probe": float(np.nanmean(v["hvp_per_probe"])), "b": 1.0,
+                     "measured": ratio - 1, "ci": [lo - 1, hi - 1], "model": float(model), "model_full": float(full),
+                     "measured_over_model": float((ratio - 1) / model) if model > 0 else float("nan"),
+                     "measured_over_model_full": float((ratio - 1) / full) if full > 0 else float("nan")})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN means in stores without the costs
+        for mode in MODES:
+            base = groups[mode].get("sgdm")
+            for name, g in groups[mode].items():
+                add(f"{mode}-tuned", name, summary["chosen"][mode][name], g, base)
+        base = groups["joint"].get("sgdm")
+        for label, g in summary.get("ablations", {}).items():
+            mask = abl["tag"].values == f"ablation/{label}"
+            hp = json.loads(str(abl["hp"].values[np.flatnonzero(mask)[0]]))
+            add(f"ablation {label}", g["optimizer"], hp, g, base)
+    q = [r["measured_over_model"] for r in rows if np.isfinite(r["measured_over_model"])]
+    qf = [r["measured_over_model_full"] for r in rows if np.isfinite(r["measured_over_model_full"])]
+    return {"rows": rows, "median_measured_over_model": float(np.median(q)) if q else float("nan"),
+            "median_measured_over_model_full": float(np.median(qf)) if qf else float("nan"),
+            "n_settings": len(q)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -382,6 +449,25 @@ def markdown(summary: dict) -> str:
                       "(its last probe, on its minibatch) and of λ₁ of the training loss on the tracking subset; "
                       "*estimate / λ₁*: the median of their ratio. With the Hutchinson estimator the rule steers by "
                       "the mean curvature tr(H)/d, not λ_max."]
+    ov = summary.get("overhead", {"rows": []})
+    if ov["rows"]:
+        lines += ["", "## Probe overhead: measured against the model m·r·b/T_c", "",
+                  "| setting | optimizer | T_c | m (HVPs/probe) | b | measured [95% CI] | model m·r·b/T_c "
+                  "| measured / model | model + c₀·b/T_c | measured / that |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in ov["rows"]:
+            lines.append(f"| {r['setting']} | {r['optimizer']} | {r['T_c']} | {_fmt(r['hvp_per_probe'])} | "
+                         f"{r['b']:g} | {_ci([r['measured'], *r['ci']], True)} | {_fmt(r['model'], True)} | "
+                         f"{_fmt(r['measured_over_model'])} | {_fmt(r['model_full'], True)} | "
+                         f"{_fmt(r['measured_over_model_full'])} |")
+        lines += ["", f"Median measured / model over {ov['n_settings']} settings: "
+                      f"{_fmt(ov['median_measured_over_model'])} (with the probes' own graphs: "
+                      f"{_fmt(ov['median_measured_over_model_full'])}). *measured*: time per step over "
+                      "SGD+momentum's − 1 (wall clock; the optimizer's own per-step work is included, so a rule "
+                      "heavier than SGD+momentum's shows overhead the model does not count); *model*: HVPs per "
+                      "step × r, r = one HVP's CPU time over one training gradient's, measured in each run "
+                      "(`eosdyn.bridge.probe_costs`); b = 1, the probes use the training batch; c₀: the probe's "
+                      "own forward and double-backward graph, in gradients."]
     lines += ["", "*period ≤ 4 power*: the share of the detrended log-loss periodogram at periods of at most 4 "
                   "steps; white noise (minibatch noise alone) gives about 54% (the moving mean removes low "
                   "frequencies), a period-2 oscillation 100%, a smooth decrease 0%. "

@@ -137,6 +137,7 @@ def _run(optimizer, seed, hp, c):
     import torch
 
     from ..bridge import batches, sharpness, train
+    from ..bridge.probe import probe_costs
 
     spec = OPTIMIZERS[optimizer]
     hps = dict(json.loads(hp))
@@ -205,6 +206,10 @@ def _run(optimizer, seed, hp, c):
         t0 = t1
 
     _, _, probs = _evaluate(model, loss_fn, te) if diverged_at < 0 else (None, None, None)
+    # the unit costs of the overhead model m·r·b/T_c (+ c₀·b/T_c), on one training batch
+    costs = {"r": np.nan, "c0": np.nan}
+    if spec.curvature and diverged_at < 0:
+        costs = probe_costs(model, loss_fn, batch_list(0, 1)[0] if not spec.full_batch else tr)
     ece = expected_calibration_error(probs.cpu().numpy(), te[1].cpu().numpy()) if probs is not None else np.nan
     return {
         "eval_step": ("eval", rec["step"]), "epoch": ("eval", rec["epoch"]),
@@ -215,7 +220,8 @@ def _run(optimizer, seed, hp, c):
         "train_loss": ("step", step_loss), "step_lr": ("step", step_lr),
         "ece": float(ece), "diverged_at": int(diverged_at), "steps_per_epoch": int(spe),
         "n_params": int(sum(p.numel() for p in model.parameters())),
-        "hvp_total": int(getattr(opt, "n_hvp", 0)),
+        "hvp_total": int(getattr(opt, "n_hvp", 0)), "n_probes": int(getattr(opt, "n_probes", 0)),
+        "hvp_over_grad": float(costs["r"]), "graph_over_grad": float(costs["c0"]),
     }
 
 
