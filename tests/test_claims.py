@@ -293,3 +293,11 @@ def test_intervals_against_scipy():
 ])
 def test_verdicts(lo, hi, above, want):
     assert _verdict(lo, hi, 2.0 if above else 0.07, above) == want
+
+
+def test_median_ratio_skips_denominators_that_are_zero_to_rounding():
+    from eosdyn.claims.study import _median_ratio
+
+    assert _median_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]) == 2.0
+    assert np.isnan(_median_ratio([3e-4, 1e-4], [1e-31, 0.0]))   # a collapsed λ₁: no ratio, not 3e27
+    assert _median_ratio([2.0, 6.0, np.nan], [1.0, 2.0, 1.0]) == 2.5

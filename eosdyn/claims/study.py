@@ -216,7 +216,11 @@ def _median(a) -> float:
 
 
 def _median_ratio(a, b) -> float:
-    q = np.asarray(a, float) / np.asarray(b, float)
+    """Median of a/b over the pairs where b is not zero to rounding (|b| > 1e-9·|a|): a model
+    whose curvature has collapsed (λ₁ ~ 1e-31 in a saturated softmax) gives no ratio, not 1e30."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(np.abs(b) > 1e-9 * np.abs(a), a / b, np.nan)
     q = q[np.isfinite(q)]
     return float(np.median(q)) if q.size else float("nan")
 
