@@ -39,6 +39,23 @@ SMOKE = (
 )
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's torch gets its share of the cores (cores // workers, at
+    least 1): N workers each running torch on every core oversubscribe the machine (and make
+    ``bridge.train`` warn about it)."""
+    import os
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    try:
+        import torch
+    except ImportError:  # the core tests run without torch
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // int(workers)))
+
+
 def pytest_collection_modifyitems(config, items):
     smoke = pytest.mark.smoke
     for item in items:
