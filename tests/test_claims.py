@@ -142,8 +142,19 @@ def test_probe_costs_leave_the_model_alone_and_refuse_bad_input():
     assert c["r"] == pytest.approx(c["t_hvp"] / c["t_grad"]) and c["r"] > 0
     for p, g, w in zip(model.parameters(), grads, before):
         assert torch.equal(p.grad, g) and torch.equal(p.detach(), w)
-    with pytest.raises(ValueError, match="repeats"):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         probe_costs(model, loss_fn, (x, y), repeats=0)
+    # BatchNorm running statistics, which the timed forwards move, are restored too
+    from eosdyn.bridge import SmallCNN
+
+    cnn = SmallCNN(num_classes=3, in_channels=1, image_size=8, batchnorm=True)
+    cnn.train()
+    xi = torch.randn(6, 1, 8, 8)
+    stats = [b.clone() for b in cnn.buffers()]
+    assert stats
+    probe_costs(cnn, loss_fn, (xi, torch.randint(0, 3, (6,))), repeats=1, inner=1)
+    for b, w in zip(cnn.buffers(), stats):
+        assert torch.equal(b, w)
     with pytest.raises(TypeError, match="pair"):
         probe_costs(model, loss_fn, x)
 

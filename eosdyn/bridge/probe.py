@@ -341,17 +341,16 @@ def probe_costs(model, loss_fn, batch, *, repeats: int = 5, inner: int = 3) -> d
 
     and the ratios ``r = t_hvp / t_grad`` and ``c0 = t_graph / t_grad``. With these, a
     probe every T_c steps of m products on b times the training batch costs about
-    m·r·b/T_c (+ c₀·b/T_c) training gradients per step (Probe's docstring). ``p.grad`` is
-    restored as it was; the probe never changes the model.
+    m·r·b/T_c (+ c₀·b/T_c) training gradients per step (Probe's docstring). ``p.grad`` and
+    the model's buffers (BatchNorm running statistics, which the timed forwards update) are
+    restored as they were; the parameters are never changed.
 
     On a GPU, CPU time does not measure the device's work: there, time with
     ``torch.cuda.synchronize`` as ``benchmarks/overhead.py`` does.
     """
     import time
 
-    repeats, inner = nonneg_int("repeats", repeats), nonneg_int("inner", inner)
-    if repeats < 1 or inner < 1:
-        raise ValueError(f"repeats and inner must be >= 1, got {repeats} and {inner}")
+    repeats, inner = nonneg_int("repeats", repeats, minimum=1), nonneg_int("inner", inner, minimum=1)
     if not _is_pair(batch):
         raise TypeError("batch must be an (inputs, targets) pair")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -359,6 +358,7 @@ def probe_costs(model, loss_fn, batch, *, repeats: int = 5, inner: int = 3) -> d
         raise ValueError("model has no parameter that requires grad")
     x, y = batch
     saved = [None if p.grad is None else p.grad.clone() for p in params]
+    buffers = [(b, b.clone()) for b in model.buffers()]  # the timed forwards update BatchNorm statistics
 
     def best(f):
         t = math.inf
@@ -391,5 +391,8 @@ def probe_costs(model, loss_fn, batch, *, repeats: int = 5, inner: int = 3) -> d
     finally:
         for p, g in zip(params, saved):
             p.grad = g
+        with torch.no_grad():
+            for b, copy in buffers:
+                b.copy_(copy)
     t_grad = max(t_grad, 1e-9)
     return {"t_grad": t_grad, "t_graph": t_graph, "t_hvp": t_hvp, "r": t_hvp / t_grad, "c0": t_graph / t_grad}
