@@ -10,8 +10,8 @@ logistic map with r = 1 + η) the cascade is the logistic one: doublings at r = 
 1 + √6, 3.5441, 3.5644, … accumulating at r∞ ≈ 3.5699 with Feigenbaum ratio
 δ = 4.6692… (Feigenbaum, J. Stat. Phys. 19, 1978).
 
-The trajectories for all step sizes run in one numba ``prange`` kernel
-(:mod:`eosdyn.analysis._kernels`, which explains why not :func:`eosdyn.ensemble`).
+The trajectories for all step sizes run in one call of the stepping core
+(:func:`eosdyn.engine.run_map`, one hyperparameter row per step size).
 
 **Period detection.** The period of a kept orbit x_0 … x_{K−1} is the smallest p ≤
 ``max_period`` with max_n ‖x_{n+p} − x_n‖∞ ≤ tol·(1 + max‖x‖∞); 0 when there is none

@@ -21,8 +21,11 @@ through :func:`eosdyn.engine.run.run_map`.
    states both); η_t, the step size in force, is
    recorded as ``lr`` at a record step. The divergence check and ‖g‖ stay on the full gradient.
 
-The three are written out in one loop (:func:`state_loop`): a call per state cost a third
-of a cheap step in numba (measured on a depth-3 scalar net).
+The three are written out in one loop (:func:`run_trajectory`): a call per state cost a third
+of a cheap step in numba (measured on a depth-3 scalar net). The layers between the parallel
+loop and the step are kept few on purpose: numba compiles each ``@njit`` callee on its own and
+then optimises and emits it again inside every caller that links it, so each layer costs
+seconds of a cold start (:func:`record` is inlined in numba's IR for that reason).
 
 **One divergence rule.** State s *fails* when some |θᵢ| ≥ ``blowup``, θ or ∇L(θ) is not
 finite, or (at a record) L(θ) is not finite; when computing it raises (a loss like 1/x at
@@ -51,7 +54,8 @@ Ctrl-C, to report progress) gives bit-identical results.
 **Two loops over trajectories.** :func:`run_ensemble` runs trajectories one at a time
 (any rule, probes, noise, moments), in ``nb`` contiguous blocks (at most 256:
 :func:`eosdyn.engine.run.moment_blocks`), so the
-per-block moment sums are thread-count independent. :func:`run_ensemble_blocked` runs
+per-block moment sums are thread-count independent. Both loops take a range of blocks and
+release the GIL; :mod:`eosdyn.engine.threads` runs chunks of blocks on threads. :func:`run_ensemble_blocked` runs
 blocks of :data:`BLOCK` trajectories in structure-of-arrays layout for deterministic rules
 with a ``step_block_fn`` and losses with a ``grad_block_fn``: the gradient, the check and
 the step are loops across the block that LLVM vectorises; records go through the same
@@ -66,7 +70,7 @@ rule's kernels, the noise callables) are specialised per (loss family, rule) pai
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._rng import rng_fill_normal
 from ..curvature.kernels import probe, record_curvature
@@ -147,7 +151,7 @@ def probe_config(icfg):
 
 
 # ----------------------------------------------------------------- one state: observe/record
-@njit
+@njit(inline="always")
 def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state, g, t, r, preconditioned, mom, pre,
            blk, out_theta, out_loss, out_gn, out_sharp, out_l2, out_psharp, mom_sum, mom_sq, mom_cnt):
     """Record r of one trajectory (state θ at step number t); False if L(θ) is not finite.
@@ -202,25 +206,55 @@ def accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt):
 
 # -------------------------------------------------------------------- one trajectory
 @njit
-def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn, hvp_fn,
-               step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hyper, theta, state, rng,
-               warm, curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg, bcfg, blowup,
-               nscal, nz_mat, nz_vec, mb_params, mbX, mby, status, fail_at, fail_val, o_theta, o_loss, o_gn, o_sharp,
-               o_l2, lr_out, o_psharp, o_bloss, mom_sum, mom_sq, mom_cnt):
-    """The states s0 ≤ s < s1 of one trajectory (the hot loop of :func:`run_trajectory`); returns
-    the state it stopped at."""
+def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
+                   hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg,
+                   fcfg, ndata, carry, flags, outs, moms):
+    """Process states s0 ≤ s < s1 of trajectory i in place (see the module docstring).
+
+    ``ndata`` = (nz_mat, nz_vec, mb_params, mbX, mby) (the noise's data), ``carry`` = (thetas,
+    states, rngs, warms, curvs), ``flags`` = (status, fail_at, fail_val, stops), ``outs`` = the
+    eight record arrays (the last: the batch loss), ``moms`` = the moment sums: tuples keep the argument count of
+    :func:`run_trajectory_safe`'s call under the 30 that CPython 3.11 passes without a list
+    (which numba cannot type inside ``try``). An exception propagates to that wrapper. With
+    ``sel_locate`` (None or 1) the state being processed is kept in ``fail_at[i]`` as it goes —
+    the driver's rerun of a trajectory that raised, which finds the state where it did; the
+    ordinary run keeps it in a register (no store per step). A non-empty ``stops`` ends
+    trajectory i at ``stops[i]`` instead of s1 (the driver's replays).
+    """
+    nz_mat, nz_vec, mb_params, mbX, mby = ndata
+    thetas, states, rngs, warms, curvs = carry
+    status, fail_at, fail_val, stops = flags
+    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss = outs
+    mom_sum, mom_sq, mom_cnt = moms
+    theta = thetas[i]
+    state = states[i]
+    rng = rngs[i]
+    warm = warms[i]
+    curv = curvs[i]
+    hyper = hypers[i if hypers.shape[0] > 1 else 0]
+    # the settings, read once into locals: the loop keeps them in registers (an array read in
+    # the loop would be reloaded after every store: numba cannot rule out aliasing)
+    steps, s0, s1, t0 = icfg[I_STEPS], icfg[I_S0], icfg[I_S1], icfg[I_T0]
+    rec0, reck = icfg[I_REC0], icfg[I_RECK]
+    cmethod, ck, cevery, cm, cnsamp = probe_config(icfg)
+    preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
+    nkind, mb_eigh, psd_raise, m, noise_sgd = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0,
+                                               icfg[I_NM], icfg[I_NSGD] != 0)
+    nbatch, breplace, nex = icfg[I_BATCH], icfg[I_BREPLACE] != 0, icfg[I_NEXAMPLES]
+    blowup = fcfg[F_BLOWUP]
+    nscal = fcfg[F_NSCAL]
+    if stops.shape[0] > 0:  # a replay that stops each trajectory at its own state
+        s1 = min(s1, stops[i])
+    o_theta, o_loss, o_gn, o_sharp = out_theta[i], out_loss[i], out_gn[i], out_sharp[i]
+    o_l2, lr_out, o_psharp, o_bloss = out_l2[i], out_lr[i], out_psharp[i], out_bloss[i]
     d = theta.shape[0]
     g = np.empty(d)
     work = np.zeros(d)
     pre = np.ones(d)
-    m = ncfg[3]
     xi = np.empty(m if sel_noise is not None else 0)
     nz = np.empty(d if sel_noise is not None else 0)
     Bst = np.empty((d, m) if sel_state is not None else (0, 0))
-    cmethod, ck, cevery, cm, cnsamp = pcfg
-    nkind, mb_eigh, psd_raise, _, noise_sgd = ncfg
     # the minibatch (a rule that steps on g_B): its indices, the draw's scratch, g_B and L_B
-    nbatch, breplace, nex = bcfg
     idx = np.empty(nbatch if batch_fn is not None else 0, np.int64)
     swaps = np.empty(nbatch if batch_fn is not None else 0, np.int64)
     perm = np.arange(nex if (batch_fn is not None and not breplace) else 0)
@@ -305,54 +339,8 @@ def state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
                     theta[j] = theta[j] + c * nz[j]
         if r >= 0 and lr_out.shape[0] > 0:
             lr_out[r] = lr
-    return at
 
 
-@njit
-def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
-                   hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg,
-                   fcfg, ndata, carry, flags, outs, moms):
-    """Process states s0 ≤ s < s1 of trajectory i in place (see the module docstring).
-
-    ``ndata`` = (nz_mat, nz_vec, mb_params, mbX, mby) (the noise's data), ``carry`` = (thetas,
-    states, rngs, warms, curvs), ``flags`` = (status, fail_at, fail_val, stops), ``outs`` = the
-    eight record arrays (the last: the batch loss), ``moms`` = the moment sums: tuples keep the argument count of
-    :func:`run_trajectory_safe`'s call under the 30 that CPython 3.11 passes without a list
-    (which numba cannot type inside ``try``). An exception propagates to that wrapper. With
-    ``sel_locate`` (None or 1) the state being processed is kept in ``fail_at[i]`` as it goes —
-    the driver's rerun of a trajectory that raised, which finds the state where it did; the
-    ordinary run keeps it in a register (no store per step). A non-empty ``stops`` ends
-    trajectory i at ``stops[i]`` instead of s1 (the driver's replays).
-    """
-    nz_mat, nz_vec, mb_params, mbX, mby = ndata
-    thetas, states, rngs, warms, curvs = carry
-    status, fail_at, fail_val, stops = flags
-    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss = outs
-    mom_sum, mom_sq, mom_cnt = moms
-    theta = thetas[i]
-    state = states[i]
-    rng = rngs[i]
-    warm = warms[i]
-    curv = curvs[i]
-    hyper = hypers[i if hypers.shape[0] > 1 else 0]
-    # the settings, read once: the loop keeps them in registers
-    steps, s0, s1, t0 = icfg[I_STEPS], icfg[I_S0], icfg[I_S1], icfg[I_T0]
-    rec0, reck = icfg[I_REC0], icfg[I_RECK]
-    pcfg = probe_config(icfg)
-    preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
-    ncfg = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0, icfg[I_NM], icfg[I_NSGD] != 0)
-    bcfg = (icfg[I_BATCH], icfg[I_BREPLACE] != 0, icfg[I_NEXAMPLES])
-    blowup = fcfg[F_BLOWUP]
-    nscal = fcfg[F_NSCAL]
-    lr_out = out_lr[i]
-    if stops.shape[0] > 0:  # a replay that stops each trajectory at its own state
-        s1 = min(s1, stops[i])
-    at = state_loop(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
-                    hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hyper, theta,
-                    state, rng, warm, curv, i, blk, s0, s1, steps, t0, rec0, reck, pcfg, preconditioned, mom, ncfg,
-                    bcfg, blowup, nscal, nz_mat, nz_vec, mb_params, mbX, mby, status, fail_at, fail_val,
-                    out_theta[i], out_loss[i], out_gn[i], out_sharp[i], out_l2[i], lr_out, out_psharp[i],
-                    out_bloss[i], mom_sum, mom_sq, mom_cnt)
     fail_at[i] = -1 if status[i] == ALIVE else at
 
 
@@ -376,29 +364,20 @@ def run_trajectory_safe(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_
         flags[0][i] = FAILED if sel_locate is not None else FAILED_UNLOCATED
 
 
-@njit(parallel=True)
+@njit(nogil=True)
 def run_ensemble(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn, hvp_fn,
                  step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg, fcfg, ndata,
-                 carry, flags, bounds, outs, moms):
-    """prange over the blocks ``bounds`` of trajectories, one trajectory at a time within a block;
-    trajectories whose status is not ALIVE are skipped. (The tuples are unpacked out here and
-    packed again in the loop: a parallel loop cannot take a tuple that holds a tuple.)"""
-    nz_mat, nz_vec, mb_params, mbX, mby = ndata
-    thetas, states, rngs, warms, curvs = carry
-    status, fail_at, fail_val, stops = flags
-    out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss = outs
-    mom_sum, mom_sq, mom_cnt = moms
-    nb = bounds.shape[0] - 1
-    for b in prange(nb):
+                 carry, flags, bounds, outs, moms, b0, b1):
+    """The blocks b0 ≤ b < b1 of trajectories (block b: ``bounds[b] ≤ i < bounds[b + 1]``), one
+    trajectory at a time; trajectories whose status is not ALIVE are skipped. Releases the GIL:
+    :func:`eosdyn.engine.threads.run_blocks` runs chunks of blocks on threads."""
+    for b in range(b0, b1):
         for i in range(bounds[b], bounds[b + 1]):
-            if status[i] != ALIVE:
+            if flags[0][i] != ALIVE:
                 continue
             run_trajectory_safe(i, b, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
                                 grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn,
-                                ucov_fn, batch_fn, params, hypers, icfg, fcfg, (nz_mat, nz_vec, mb_params, mbX, mby),
-                                (thetas, states, rngs, warms, curvs), (status, fail_at, fail_val, stops),
-                                (out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp, out_bloss),
-                                (mom_sum, mom_sq, mom_cnt))
+                                ucov_fn, batch_fn, params, hypers, icfg, fcfg, ndata, carry, flags, outs, moms)
 
 
 # ---------------------------------------------------------------------- blocks of lanes
@@ -514,15 +493,14 @@ def run_block_safe(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_bl
     return ok
 
 
-@njit(parallel=True)
+@njit(nogil=True)
 def run_ensemble_blocked(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params,
                          hypers, icfg, fcfg, thetas, states, status, fail_at, block_ok, out_theta, out_loss, out_gn,
-                         out_sharp, out_l2, out_lr, out_psharp):
-    """prange over blocks of :data:`BLOCK` trajectories of :func:`run_block`; block_ok[j] = False
-    where block j raised."""
+                         out_sharp, out_l2, out_lr, out_psharp, b0, b1):
+    """:func:`run_block` over the blocks b0 ≤ j < b1 of :data:`BLOCK` trajectories; block_ok[j] =
+    False where block j raised. Releases the GIL (:func:`eosdyn.engine.threads.run_blocks`)."""
     n = thetas.shape[0]
-    nb = (n + BLOCK - 1) // BLOCK
-    for j in prange(nb):
+    for j in range(b0, b1):
         lo = j * BLOCK
         block_ok[j] = run_block_safe(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn,
                                      params, hypers, icfg, fcfg, thetas, states, lo, min(lo + BLOCK, n), status,

@@ -19,6 +19,7 @@ from ..codegen import NotSpecialisable, fallback_warning, specialise
 from ..curvature.kernels import probe
 from . import core
 from .noise import diagonal_noise, noise_matrix
+from .threads import run_blocks, thread_count
 
 #: slot names of each kernel kind, in the generic kernel's argument order
 SLOTS = {
@@ -35,7 +36,7 @@ def _parts(kind):
         return _PARTS[kind]()
     if kind == "trajectory":
         return [(probe, None), (core.record, None), (noise_matrix, None),
-                (diagonal_noise, None), (core.state_loop, None), (core.run_trajectory, None),
+                (diagonal_noise, None), (core.run_trajectory, None),
                 (core.run_trajectory_safe, None), (core.run_ensemble, "kernel")]
     if kind == "blocked":
         return [(core.record, None), (core.run_block, None), (core.run_block_safe, None),
@@ -90,6 +91,25 @@ class Kernel:
     def __call__(self, *rest):
         with compile_headroom():
             return self._call(*rest)
+
+    def blocks(self, nb, *rest):
+        """Run an ensemble kernel (its last two arguments: a block range b0, b1) over the blocks
+        0 … nb − 1, in chunks on threads (:func:`eosdyn.engine.threads.run_blocks`). An empty
+        range first compiles it (or falls back to the generic loop) in this thread."""
+        threads = thread_count()
+        if threads <= 1 or nb <= 1:
+            self(*rest, 0, nb)
+            return
+        self(*rest, 0, 0)
+        fn = self.generated
+        if fn is None:
+            slots = self.slots
+            generic = _GENERIC[self.kind]
+
+            def fn(*args):
+                return generic(*slots, *args)
+
+        run_blocks(lambda b0, b1: fn(*rest, b0, b1), nb, threads)
 
     def _call(self, *rest):
         gen = self.generated

@@ -273,10 +273,10 @@ class _Run:
         """The per-trajectory kernel over every live trajectory, states s0 ≤ s < s1."""
         cfg = self.icfg.copy()
         cfg[C.I_S0], cfg[C.I_S1] = s0, s1
-        self.kernel(self.params, self.hypers, cfg, self.fcfg, self.ndata,
-                    (self.thetas, self.states, self.rngs, self.warms, self.curvs),
-                    (self.status, self.fail_at, self.fail_val, np.zeros(0, np.int64)), self.bounds,
-                    self._outs(self.out), self.mom)
+        self.kernel.blocks(self.bounds.shape[0] - 1, self.params, self.hypers, cfg, self.fcfg, self.ndata,
+                           (self.thetas, self.states, self.rngs, self.warms, self.curvs),
+                           (self.status, self.fail_at, self.fail_val, np.zeros(0, np.int64)), self.bounds,
+                           self._outs(self.out), self.mom)
 
     def rows(self, rows, s0, s1, start, stops=None, record=True, kernel=None):
         """The per-trajectory kernel on the trajectories ``rows`` only, from the carried-over
@@ -297,10 +297,10 @@ class _Run:
             o = {name: a[:k, :0] for name, a in self.out.items()}
         cfg[C.I_MOMENTS] = 0
         mom = (np.zeros((0, 0, 0)), np.zeros((0, 0, 0, 0)), np.zeros((0, 0)))
-        (kernel or self.kernel)(self.params, hy, cfg, self.fcfg, self.ndata, (th, st, rg, wm, cv),
-                                (stt, fa, fv, np.zeros(0, np.int64) if stops is None
-                                 else np.ascontiguousarray(stops, dtype=np.int64)),
-                                np.arange(k + 1, dtype=np.int64), self._outs(o), mom)
+        (kernel or self.kernel).blocks(k, self.params, hy, cfg, self.fcfg, self.ndata, (th, st, rg, wm, cv),
+                                       (stt, fa, fv, np.zeros(0, np.int64) if stops is None
+                                        else np.ascontiguousarray(stops, dtype=np.int64)),
+                                       np.arange(k + 1, dtype=np.int64), self._outs(o), mom)
         self.thetas[rows], self.states[rows] = th, st
         if record:
             self.rngs[rows], self.warms[rows], self.curvs[rows] = rg, wm, cv
@@ -317,8 +317,9 @@ class _Run:
         n = self.thetas.shape[0]
         block_ok = np.ones((n + C.BLOCK - 1) // C.BLOCK, np.bool_)
         o = self.out
-        kernel(self.params, self.hypers, cfg, self.fcfg, self.thetas, self.states, self.status, self.fail_at,
-               block_ok, o["theta"], o["loss"], o["grad_norm"], o["sharpness"], o["lambda2"], o["lr"], o["psharp"])
+        kernel.blocks(block_ok.shape[0], self.params, self.hypers, cfg, self.fcfg, self.thetas, self.states,
+                      self.status, self.fail_at, block_ok, o["theta"], o["loss"], o["grad_norm"], o["sharpness"],
+                      o["lambda2"], o["lr"], o["psharp"])
         for j in np.flatnonzero(~block_ok):
             rows = np.arange(j * C.BLOCK, min(n, (j + 1) * C.BLOCK))
             self.rows(rows[start[5][rows] == C.ALIVE], s0, s1, start)

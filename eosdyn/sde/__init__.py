@@ -16,7 +16,7 @@ The stepping core's ``eosdyn.simulate/ensemble(..., noise=..., convention=...)``
   strong-order-1.5 SRK (Rößler's SRA1 / Kloeden–Platen §11.2). No η and no convention:
   the user's G is the diffusion.
 - :func:`simulate` — the EoS SDE on any eosdyn loss, for n trajectories in numba
-  ``prange`` kernels, one random stream per trajectory keyed on (seed, index):
+  kernels run on threads (:mod:`eosdyn.engine.threads`), one random stream per trajectory keyed on (seed, index):
   bit-identical for any thread count; :func:`increments` regenerates a trajectory's
   Brownian increments.
 - :func:`noisy_gd` — the map θ ← θ − η∇L + c·B(θ)ξ (Euler–Maruyama with dt = 1);

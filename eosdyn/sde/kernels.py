@@ -32,7 +32,8 @@ and Milstein, ``2m`` for srk15; then ΔW = √dt·xi[:m] and, for srk15,
 
 Trajectories are split into ``nb`` contiguous blocks (:func:`eosdyn.engine.run.moment_blocks`:
 at most 256, fewer when the per-block moment sums would pass ``MOMENT_BYTES``; a function of
-n, the record count and d only); blocks run in a ``prange`` and the trajectories of a block run in order, so
+n, the record count and d only); chunks of blocks run on threads (:mod:`eosdyn.engine.threads`)
+and the trajectories of a block run in order, so
 the per-record ensemble sums (accumulated per block, then summed over blocks in
 Python) are bit-identical for any thread count.
 
@@ -48,7 +49,7 @@ produces (a non-finite gradient shows up one step later, as a non-finite state).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Normals: eosdyn._rng's ziggurat (CHANGELOG.md). numba's disk cache checks only this file's
 # stamp, not the modules it calls: this file changed with the sampler so that cached kernels recompile.
@@ -387,15 +388,15 @@ def _run_traj_safe(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_i
         outs[6][i] = 2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def kernel_builtin(sel_em, sel_mil, sel_srk, sel_state, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
                    nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
                    out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
-                   mom_cnt):
-    """Ensemble kernel for the built-in linear-gradient losses (disk-cached)."""
-    nb = bounds.shape[0] - 1
+                   mom_cnt, b0, b1):
+    """Ensemble kernel for the built-in linear-gradient losses (disk-cached), over the blocks
+    b0 ≤ b < b1 (:func:`eosdyn.engine.threads.run_blocks` runs chunks of them on threads)."""
     dummy = (lin_c,)
-    for b in prange(nb):
+    for b in range(b0, b1):
         for i in range(bounds[b], bounds[b + 1]):
             _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, None, None, None, None, None, None, None,
                            dummy, dummy, (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec), fcfg, icfg,
@@ -403,16 +404,16 @@ def kernel_builtin(sel_em, sel_mil, sel_srk, sel_state, lin_H, lin_c, lin_b, vX,
                                                       out_status, out_sval, mom_sum, mom_sq, mom_cnt))
 
 
-@njit(parallel=True)
+@njit(nogil=True)
 def kernel_generic(sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
                    umat_fn, udiag_fn, ucov_fn, lp, mb_params, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
                    nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
                    out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
-                   mom_cnt):
+                   mom_cnt, b0, b1):
     """Ensemble kernel taking the loss's and the noise's functions (compiled per process;
-    :func:`generic_kernel` gives its disk-cached specialisation where possible)."""
-    nb = bounds.shape[0] - 1
-    for b in prange(nb):
+    :func:`generic_kernel` gives its disk-cached specialisation where possible), over the
+    blocks b0 ≤ b < b1."""
+    for b in range(b0, b1):
         for i in range(bounds[b], bounds[b + 1]):
             _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
                            umat_fn, udiag_fn, ucov_fn, lp, mb_params,

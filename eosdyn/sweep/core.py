@@ -8,7 +8,7 @@ what :class:`concurrent.futures.Executor` defines and what the executors the fie
 uses provide:
 
 * ``executor=None, n_workers=1``: every point runs in this process, one after the
-  other; ``fn`` may use all cores itself (numba ``prange`` ensembles, BLAS).
+  other; ``fn`` may use all cores itself (eosdyn ensembles, BLAS).
 * ``executor=None, n_workers=k > 1`` (the default, ``k`` = the cores this process may
   use): a local :class:`concurrent.futures.ProcessPoolExecutor` that the sweep owns,
   with the ``forkserver`` start method where there is one (Linux, macOS), else
