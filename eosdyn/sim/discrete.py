@@ -165,7 +165,7 @@ def simulate(loss, rule, theta0, steps, record_every=1, seed=0, *, track_sharpne
 def ensemble(loss, rule, theta0s, steps, record_every=None, seed=0, *, record_theta=False,
              track_sharpness=None, blowup=1e100, kernel="auto", noise=None, convention="sgd",
              progress=None) -> EnsembleResult:
-    """Run n trajectories of the map in parallel (threads: :mod:`eosdyn.engine.threads`), recording decimated statistics.
+    """Run n trajectories of the map in parallel (:mod:`eosdyn.engine.threads`), recording decimated statistics.
 
     ``theta0s`` has shape (n, d), n ≥ 1. Trajectory i uses the random stream (seed, i)
     and is bit-identical to ``simulate(..., seed=seed, stream_index=i)``, for any
