@@ -77,6 +77,17 @@ def _prefix_suffix(Ws, dims):
 
 
 @njit(cache=True)
+def _put(M, out, off):
+    """out[off : off + M.size] = M row by row; returns off + M.size. (A slice assignment costs
+    seconds of numba compile time: its shape-mismatch message is built from string code.)"""
+    for a in range(M.shape[0]):
+        for b in range(M.shape[1]):
+            out[off] = M[a, b]
+            off += 1
+    return off
+
+
+@njit(cache=True)
 def _end_to_end(Ws, Bs):
     N = len(Ws)
     return Ws[N - 1] @ Bs[N - 1]
@@ -112,10 +123,7 @@ def _dl_grad(theta, params):
     out = np.empty(theta.shape[0])
     off = 0
     for k in range(len(Ws)):
-        gk = As[k].T @ G @ Bs[k].T
-        sz = gk.size
-        out[off:off + sz] = gk.ravel()
-        off += sz
+        off = _put(As[k].T @ G @ Bs[k].T, out, off)
     return out
 
 
@@ -131,7 +139,7 @@ def _dl_batch_value_grad(theta, params, idx, out):
         Xb[k] = X[idx[k]]
         Yb[k] = Y[idx[k]]
     pb = (Xb, Yb, params[2], params[3])
-    out[:] = _dl_grad(theta, pb)
+    _put(_dl_grad(theta, pb).reshape((1, out.shape[0])), out, 0)
     return _dl_value(theta, pb)
 
 
@@ -211,10 +219,7 @@ def _dl_hvp(theta, v, params):
     out = np.empty(theta.shape[0])
     off = 0
     for k in range(N):
-        hk = dAs_rev[k].T @ G @ Bs[k].T + As[k].T @ dG @ Bs[k].T + As[k].T @ G @ dBs[k].T
-        sz = hk.size
-        out[off:off + sz] = hk.ravel()
-        off += sz
+        off = _put(dAs_rev[k].T @ G @ Bs[k].T + As[k].T @ dG @ Bs[k].T + As[k].T @ G @ dBs[k].T, out, off)
     return out
 
 
