@@ -83,7 +83,7 @@ def digests_for_thread_counts(script, counts=("1", "2"), timeout=600):
 
     out = {}
     for nt in counts:
-        env = dict(os.environ, NUMBA_NUM_THREADS=nt)
+        env = dict(os.environ, NUMBA_NUM_THREADS=nt, EOSDYN_MIN_PARALLEL_WORK="0")  # small runs use every thread
         p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
         assert p.returncode == 0, p.stderr[-3000:]
         threads, digest = p.stdout.split()[-2:]

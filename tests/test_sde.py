@@ -1026,7 +1026,7 @@ _THREADS_SCRIPT = textwrap.dedent("""
 def test_bit_identical_for_any_thread_count():
     out = {}
     for nt in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=nt)
+        env = dict(os.environ, NUMBA_NUM_THREADS=nt, EOSDYN_MIN_PARALLEL_WORK="0")
         p = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True,
                            text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]

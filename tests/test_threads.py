@@ -93,3 +93,9 @@ def test_an_ensemble_leaves_torch_threads_and_numba_threading_layer_alone(tmp_pa
                        env={**__import__("os").environ, "NUMBA_NUM_THREADS": "2"})
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split()[-2:] == ["1", "False"]
+
+
+def test_small_calls_stay_in_the_calling_thread(monkeypatch):
+    monkeypatch.setattr(T, "MIN_PARALLEL_WORK", 1000)
+    assert T.threads_for(999) == 1
+    assert T.threads_for(1000) == T.thread_count()

@@ -92,11 +92,12 @@ class Kernel:
         with compile_headroom():
             return self._call(*rest)
 
-    def blocks(self, nb, *rest):
+    def blocks(self, nb, *rest, threads=None):
         """Run an ensemble kernel (its last two arguments: a block range b0, b1) over the blocks
-        0 … nb − 1, in chunks on threads (:func:`eosdyn.engine.threads.run_blocks`). An empty
-        range first compiles it (or falls back to the generic loop) in this thread."""
-        threads = thread_count()
+        0 … nb − 1, in chunks on ``threads`` threads (default: numba's count;
+        :func:`eosdyn.engine.threads.run_blocks`). An empty range first compiles it (or falls
+        back to the generic loop) in this thread."""
+        threads = thread_count() if threads is None else threads
         if threads <= 1 or nb <= 1:
             self(*rest, 0, nb)
             return

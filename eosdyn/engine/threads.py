@@ -28,8 +28,18 @@ import numba
 #: early (diverged ones) do not leave a thread idle for long
 CHUNKS_PER_THREAD = 4
 
+#: below this many trajectory-steps a call runs in the calling thread: handing chunks to the
+#: pool costs ~0.1 ms, more than such a call computes (``EOSDYN_MIN_PARALLEL_WORK`` sets it: the
+#: thread-count tests set 0, so their small runs use every thread)
+MIN_PARALLEL_WORK = int(os.environ.get("EOSDYN_MIN_PARALLEL_WORK", 1 << 14))
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
+
+
+def threads_for(work: int) -> int:
+    """Threads for a call of ``work`` trajectory-steps: 1 below :data:`MIN_PARALLEL_WORK`."""
+    return 1 if work < MIN_PARALLEL_WORK else thread_count()
 
 
 def thread_count() -> int:

@@ -40,7 +40,7 @@ from .._rng import rng_init_rows, stream
 from .._validate import finite_matrix, nonneg_int, positive, seed_value, step_count
 from ..engine.kernels import compile_headroom
 from ..engine.run import CallPlan, RunInterrupted, blank_failed_records, check_memory, moment_blocks
-from ..engine.threads import run_blocks
+from ..engine.threads import run_blocks, threads_for
 from ..losses import quadratic as _quad
 from ..losses.base import Loss
 from ..losses.finite_sum import LeastSquares
@@ -432,12 +432,13 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
         kernel = K.generic_kernel(sel, fns, f"the SDE kernel for ({type(loss).__name__}, {noise!r})")
 
         def call():
-            kernel.blocks(nb, lp, mbp, *common)
+            kernel.blocks(nb, lp, mbp, *common, threads=threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
     else:
         def call():
             with compile_headroom():
                 K.kernel_builtin(*sel, *common, 0, 0)  # compiles (or loads) it in this thread
-            run_blocks(lambda b0, b1: K.kernel_builtin(*sel, *common, b0, b1), nb)
+            run_blocks(lambda b0, b1: K.kernel_builtin(*sel, *common, b0, b1), nb,
+                       threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
     # the steps 0 < k ≤ steps in kernel calls over k0 < k ≤ k1 (progress and Ctrl-C between them)
     plan = CallPlan(steps + 1, max(64, 2 ** 22 // max(1, n * d * (2 if method == 'srk15' else 1))), None, progress)
     for s0, s1 in plan:
