@@ -10,7 +10,7 @@ the caller adds over the blocks in order.
 
 Why not numba's ``prange``: a ``parallel=True`` kernel is compiled twice over (numba types
 the loop body, then lowers it again as a gufunc that links every callee once more), which cost
-4–5 s of every cold start (the README's example: 17 s → 13 s); it also starts numba's OpenMP
+4–5 s of every cold start (the README's example: about 14 s → 10 s); it also starts numba's OpenMP
 layer, which changes torch's thread count in the same process.
 
 The thread count is numba's: ``numba.set_num_threads(k)`` (or ``NUMBA_NUM_THREADS``) limits
