@@ -1,6 +1,7 @@
 """The engine's parallel loop (eosdyn.engine.threads): chunks of blocks on a thread pool."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -26,30 +27,39 @@ def test_chunks_cover_the_blocks_once_in_order(nb, k):
 
 
 def test_run_blocks_runs_every_block_once_on_several_threads():
-    seen, names = [], set()
+    """First an empty call in the calling thread (it compiles the kernel there), then every
+    block exactly once, on the pool's threads."""
+    seen, names, calls = [], set(), []
     lock = threading.Lock()
 
     def call(b0, b1):
+        with lock:
+            calls.append((b0, b1, threading.current_thread().name))
+        if b1 == b0:
+            return
         time.sleep(0.01)  # long enough for the pool to hand chunks to both threads
         with lock:
             seen.extend(range(b0, b1))
             names.add(threading.current_thread().name)
 
     T.run_blocks(call, 37, threads=2)
+    assert calls[0] == (0, 0, threading.current_thread().name)
     assert sorted(seen) == list(range(37))
     assert len(names) == 2 and all(n.startswith("eosdyn-blocks") for n in names)
 
 
-def test_one_thread_runs_in_the_calling_thread():
-    names = set()
-    T.run_blocks(lambda b0, b1: names.add(threading.current_thread().name), 10, threads=1)
-    assert names == {threading.current_thread().name}
+def test_one_thread_is_one_call_in_the_calling_thread():
+    calls = []
+    T.run_blocks(lambda b0, b1: calls.append((b0, b1, threading.current_thread().name)), 10, threads=1)
+    assert calls == [(0, 10, threading.current_thread().name)]
 
 
 def test_an_exception_in_a_chunk_is_raised_after_every_chunk_ended():
     done = []
 
     def call(b0, b1):
+        if b1 == b0:  # the first, empty call
+            return
         if b0 == 0:
             raise ZeroDivisionError("chunk 0")
         time.sleep(0.02)
@@ -90,7 +100,7 @@ def test_an_ensemble_leaves_torch_threads_and_numba_threading_layer_alone(tmp_pa
     same process; the thread pool starts neither."""
     pytest.importorskip("torch")
     p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "NUMBA_NUM_THREADS": "2"})
+                       env={**os.environ, "NUMBA_NUM_THREADS": "2"})
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split()[-2:] == ["1", "False"]
 

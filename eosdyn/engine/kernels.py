@@ -19,7 +19,7 @@ from ..codegen import NotSpecialisable, fallback_warning, specialise
 from ..curvature.kernels import probe
 from . import core
 from .noise import diagonal_noise, noise_matrix
-from .threads import run_blocks, thread_count
+from .threads import run_blocks
 
 #: slot names of each kernel kind, in the generic kernel's argument order
 SLOTS = {
@@ -95,22 +95,10 @@ class Kernel:
     def blocks(self, nb, *rest, threads=None):
         """Run an ensemble kernel (its last two arguments: a block range b0, b1) over the blocks
         0 … nb − 1, in chunks on ``threads`` threads (default: numba's count;
-        :func:`eosdyn.engine.threads.run_blocks`). An empty range first compiles it (or falls
-        back to the generic loop) in this thread."""
-        threads = thread_count() if threads is None else threads
-        if threads <= 1 or nb <= 1:
-            self(*rest, 0, nb)
-            return
-        self(*rest, 0, 0)
-        fn = self.generated
-        if fn is None:
-            slots = self.slots
-            generic = _GENERIC[self.kind]
-
-            def fn(*args):
-                return generic(*slots, *args)
-
-        run_blocks(lambda b0, b1: fn(*rest, b0, b1), nb, threads)
+        :func:`eosdyn.engine.threads.run_blocks`, which compiles it — or falls back to the
+        generic loop — in this thread first)."""
+        with compile_headroom():
+            run_blocks(lambda b0, b1: self._call(*rest, b0, b1), nb, threads)
 
     def _call(self, *rest):
         gen = self.generated

@@ -48,7 +48,7 @@ def thread_count() -> int:
     (reading it through numba would start that layer for nothing)."""
     from numba.np.ufunc import parallel
 
-    if parallel._is_initialized:
+    if getattr(parallel, "_is_initialized", True):  # numba's private flag; if it moves, ask numba
         return max(1, numba.get_num_threads())
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
@@ -78,17 +78,18 @@ def chunks(nb: int, threads: int) -> list[tuple[int, int]]:
 
 
 def run_blocks(call, nb: int, threads: int | None = None) -> None:
-    """``call(b0, b1)`` over chunks covering the blocks 0 … nb − 1, on up to ``threads`` threads
-    (default :func:`thread_count`); in the calling thread when one suffices. ``call`` must be
-    compiled already (a first call compiles under numba's lock, and a kernel that fails to compile
-    must fall back in one place: :meth:`eosdyn.engine.kernels.Kernel.blocks` does both). An
+    """``call(b0, b1)`` over the blocks 0 … nb − 1 on up to ``threads`` threads (default
+    :func:`thread_count`): one call ``call(0, nb)`` in the calling thread when one thread
+    suffices, else a first ``call(0, 0)`` in the calling thread — it compiles the kernel there,
+    under numba's lock, where a kernel that fails to compile can fall back once
+    (:meth:`eosdyn.engine.kernels.Kernel.blocks`) — then contiguous chunks on the pool. An
     exception raised by a chunk is re-raised here once every chunk has ended."""
     threads = thread_count() if threads is None else int(threads)
     parts = chunks(nb, threads)
     if threads <= 1 or len(parts) <= 1:
-        for b0, b1 in parts:
-            call(b0, b1)
+        call(0, nb)
         return
+    call(0, 0)
     pool = _pool(min(threads, len(parts)))
     futures = [pool.submit(call, b0, b1) for b0, b1 in parts]
     first_error = None

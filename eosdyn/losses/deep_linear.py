@@ -139,7 +139,9 @@ def _dl_batch_value_grad(theta, params, idx, out):
         Xb[k] = X[idx[k]]
         Yb[k] = Y[idx[k]]
     pb = (Xb, Yb, params[2], params[3])
-    _put(_dl_grad(theta, pb).reshape((1, out.shape[0])), out, 0)
+    g = _dl_grad(theta, pb)
+    for j in range(out.shape[0]):
+        out[j] = g[j]
     return _dl_value(theta, pb)
 
 

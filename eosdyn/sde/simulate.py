@@ -436,9 +436,8 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     else:
         def call():
             with compile_headroom():
-                K.kernel_builtin(*sel, *common, 0, 0)  # compiles (or loads) it in this thread
-            run_blocks(lambda b0, b1: K.kernel_builtin(*sel, *common, b0, b1), nb,
-                       threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
+                run_blocks(lambda b0, b1: K.kernel_builtin(*sel, *common, b0, b1), nb,
+                           threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
     # the steps 0 < k ≤ steps in kernel calls over k0 < k ≤ k1 (progress and Ctrl-C between them)
     plan = CallPlan(steps + 1, max(64, 2 ** 22 // max(1, n * d * (2 if method == 'srk15' else 1))), None, progress)
     for s0, s1 in plan:
