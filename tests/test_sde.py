@@ -847,6 +847,14 @@ def _toy_renaming(a, f, xs, g):
     return _toy_inner(xs[0], _toy_sq, g, a)   # a slot passed under another name
 
 
+@njit
+def _toy_outofline(h, a, f, xs, g):
+    tot = 0.0
+    for x in xs:
+        tot += h(x, f, g, a)   # h holds _toy_inner: called through it, the slots go too
+    return tot
+
+
 def test_specialise_moves_slots_anywhere_to_globals():
     """Slots in any position are removed by name from definitions and from calls to the other
     specialised functions; ``if g is None`` is resolved either way; None slots bind None;
@@ -870,41 +878,76 @@ def test_specialise_moves_slots_anywhere_to_globals():
         specialise({"f": _toy_sq, "g": None}, [(_toy_inner, None), (_toy_renaming, "kernel")], "eosdyn_test_toy")
     with pytest.raises(NotSpecialisable, match="no part is named 'kernel'"):
         specialise({"f": _toy_sq, "g": None}, [(_toy_inner, None)], "eosdyn_test_toy")
+    # a parameter holding a part (calls_through): calls to it lose that part's slots as well
+    k = specialise({"f": _toy_sq, "g": _toy_cube}, [(_toy_inner, None), (_toy_outofline, "kernel")],
+                   "eosdyn_test_toy", calls_through={"h": _toy_inner})
+    inner = sys.modules[k.py_func.__module__]._toy_inner
+    assert list(inspect.signature(k.py_func).parameters) == ["h", "a", "xs"]
+    assert list(inspect.signature(inner.py_func).parameters) == ["x", "k"]
+    assert k(inner, 3.0, xs) == _toy_kernel(3.0, _toy_sq, xs, _toy_cube)
+    with pytest.raises(NotSpecialisable, match="not a part"):
+        specialise({"f": _toy_sq, "g": None}, [(_toy_outofline, "kernel")], "eosdyn_test_toy",
+                   calls_through={"h": _toy_inner})
 
 
 def test_generic_kernel_falls_back_when_specialisation_fails(monkeypatch):
     """A generated kernel that fails to compile is dropped, with a warning, and the generic loop
-    runs with the slots re-inserted; closures never get a specialisation."""
+    runs with the slots re-inserted (and, for a kind with an out-of-line callee, the generic
+    callee); a run-time error propagates and keeps the generated kernel; closures never get a
+    specialisation."""
     import eosdyn.codegen as CG
     from eosdyn.engine import kernels as EK
     from eosdyn.sde import kernels as K
 
     calls = []
     monkeypatch.setitem(EK._GENERIC, "sde", lambda *a: calls.append(a))
+    monkeypatch.setitem(EK._GENERIC, "lyapunov", lambda *a: calls.append(a))
     monkeypatch.setattr(CG, "_WARNED", set())
 
     @njit
-    def broken(x):
-        return x.no_such_attribute
-
-    slots = (1, None, None, 1, _dw_value, None, None, None, None, _gbm_b, None)
-    k = EK.Kernel("sde", slots, "the test kernel")
-    k.generated = broken
-    with pytest.warns(CG.GenericKernelWarning, match="did not compile"):
-        k(7.0)
-    assert k.generated is None and calls == [(*slots, 7.0)]
+    def broken(*a):
+        return a[0].no_such_attribute
 
     @njit
-    def raising(x):
+    def callee(i, b, x):
+        if x > 0:
+            raise ValueError("run-time failure")
+
+    @njit
+    def kernel(f, x, bounds, b0, b1):
+        f(0, 0, x)
+
+    @njit
+    def plain(x):
         if x > 0:
             raise ValueError("run-time failure")
         return x
 
-    k.generated = raising
+    slots = (1, None, None, 1, _dw_value, None, None, None, None, _gbm_b, None)
+    bounds = np.zeros(2, np.int64)
+    # a kind whose kernel calls its callee out of line: compiled (or not) before the call
+    k = EK.Kernel("sde", slots, "the test kernel")
+    k.generated, k.callee = broken, callee
+    with pytest.warns(CG.GenericKernelWarning, match="did not compile"):
+        k(7.0, bounds, 0, 1)
+    assert k.generated is None and calls == [(K._run_traj, *slots, 7.0, bounds, 0, 1)]
+    k.generated, k.callee = kernel, callee
     for _ in range(2):   # compiled on the first call, already compiled on the second
         with pytest.raises(ValueError, match="run-time failure"):
+            k(7.0, bounds, 0, 1)
+    assert k.generated is kernel and len(calls) == 1
+    # a kind without a callee: an error before the kernel has compiled is a failure to compile
+    calls.clear()
+    k = EK.Kernel("lyapunov", slots[:6], "another test kernel")
+    k.generated = broken
+    with pytest.warns(CG.GenericKernelWarning, match="did not compile"):
+        k(7.0)
+    assert k.generated is None and calls == [(*slots[:6], 7.0)]
+    k.generated = plain
+    for _ in range(2):
+        with pytest.raises(ValueError, match="run-time failure"):
             k(7.0)
-    assert k.generated is raising and len(calls) == 1
+    assert k.generated is plain and len(calls) == 1
     monkeypatch.setattr(EK, "_KERNELS", {})
     closure = njit(lambda theta: theta)
     with pytest.warns(CG.GenericKernelWarning, match="cannot be imported by name"):

@@ -164,7 +164,7 @@ def _is_njit(dec):
     return name in ("njit", "jit")
 
 
-def _rewrite(functions, parts):
+def _rewrite(functions, parts, calls_through):
     """(bodies, global imports, dependency modules) of the specialised parts."""
     slots = {k: v is None for k, v in functions.items()}
     dropped, renames, trees = {}, {}, []
@@ -178,6 +178,11 @@ def _rewrite(functions, parts):
         trees.append((fn, tree))
     if "kernel" not in renames.values():
         raise NotSpecialisable("no part is named 'kernel'")
+    for param, fn in calls_through.items():  # a parameter that holds a part: its calls lose the same slots
+        if fn.__name__ not in dropped:
+            raise NotSpecialisable(f"{param!r} is called as {fn.__name__}, which is not a part")
+        dropped[param] = dropped[fn.__name__]
+        renames[param] = param
     bodies, names, deps = [], {}, set()
     for fn, tree in trees:
         fdef = tree.body[0]
@@ -224,7 +229,7 @@ def _rewrite(functions, parts):
     return bodies, lines, deps
 
 
-def specialise(functions, parts, prefix):
+def specialise(functions, parts, prefix, calls_through=None):
     """Generate, cache and import a kernel with the slots ``functions`` made module globals.
 
     functions : dict name -> numba dispatcher, None, or an int/bool selector
@@ -238,6 +243,10 @@ def specialise(functions, parts, prefix):
         decorators become ``njit(cache=True, <their other options>)``.
     prefix : str
         Module-name prefix of the generated file.
+    calls_through : dict parameter name -> part, optional
+        Parameters of the parts that hold one of the parts (a first-class function, called
+        out of line: :class:`eosdyn.engine.kernels.Kernel`); calls to them lose that part's
+        slot arguments too.
 
     Returns the generated ``kernel`` dispatcher (compiled at its first call, so a caller
     should compile it inside a ``try`` and fall back on an error). Raises
@@ -245,7 +254,7 @@ def specialise(functions, parts, prefix):
     """
     try:
         imports, extra, deps = _bind(functions)
-        bodies, lines, more = _rewrite(functions, parts)
+        bodies, lines, more = _rewrite(functions, parts, calls_through or {})
     except NotSpecialisable:
         raise
     except Exception as exc:  # a bug in the rewriter must be visible, not a silent slow-down

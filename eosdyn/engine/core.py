@@ -22,10 +22,12 @@ through :func:`eosdyn.engine.run.run_map`.
    recorded as ``lr`` at a record step. The divergence check and ‖g‖ stay on the full gradient.
 
 The three are written out in one loop (:func:`run_trajectory`): a call per state cost a third
-of a cheap step in numba (measured on a depth-3 scalar net). The layers between the parallel
-loop and the step are kept few on purpose: numba compiles each ``@njit`` callee on its own and
-then optimises and emits it again inside every caller that links it, so each layer costs
-seconds of a cold start (:func:`record` is inlined in numba's IR for that reason).
+of a cheap step in numba (measured on a depth-3 scalar net). The layers between the loop over
+trajectories and the step are kept few on purpose: numba compiles each ``@njit`` callee on its
+own and then optimises and emits it again inside every caller that links it, so each layer
+costs seconds of a cold start (:func:`record` is inlined in numba's IR for that reason, and the
+disk-cached ensemble loops call :func:`run_trajectory` and :func:`run_block` through their
+address instead of linking them: :class:`eosdyn.engine.kernels.Kernel`).
 
 **One divergence rule.** State s *fails* when some |θᵢ| ≥ ``blowup``, θ or ∇L(θ) is not
 finite, or (at a record) L(θ) is not finite; when computing it raises (a loss like 1/x at
@@ -205,7 +207,7 @@ def accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt):
 
 
 # -------------------------------------------------------------------- one trajectory
-@njit
+@njit(no_cpython_wrapper=True)
 def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
                    hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg,
                    fcfg, ndata, carry, flags, outs, moms):
@@ -213,9 +215,9 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
 
     ``ndata`` = (nz_mat, nz_vec, mb_params, mbX, mby) (the noise's data), ``carry`` = (thetas,
     states, rngs, warms, curvs), ``flags`` = (status, fail_at, fail_val, stops), ``outs`` = the
-    eight record arrays (the last: the batch loss), ``moms`` = the moment sums: tuples keep the argument count of
-    :func:`run_trajectory_safe`'s call under the 30 that CPython 3.11 passes without a list
-    (which numba cannot type inside ``try``). An exception propagates to that wrapper. With
+    eight record arrays (the last: the batch loss), ``moms`` = the moment sums: tuples keep the
+    argument count of :func:`run_ensemble`'s call under the 30 that CPython 3.11 passes without a
+    list (which numba cannot type inside ``try``). An exception propagates to that loop. With
     ``sel_locate`` (None or 1) the state being processed is kept in ``fail_at[i]`` as it goes —
     the driver's rerun of a trajectory that raised, which finds the state where it did; the
     ordinary run keeps it in a register (no store per step). A non-empty ``stops`` ends
@@ -344,47 +346,41 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     fail_at[i] = -1 if status[i] == ALIVE else at
 
 
-@njit
-def run_trajectory_safe(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn,
-                        hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params,
-                        hypers, icfg, fcfg, ndata, carry, flags, outs, moms):
-    """:func:`run_trajectory` with any exception caught: no exception escapes a kernel, so every
-    other trajectory is computed. A trajectory that raised is flagged :data:`FAILED` — at the
-    state ``fail_at[i]`` holds when ``sel_locate`` is set, else :data:`FAILED_UNLOCATED`, which
-    the driver reruns with ``sel_locate`` (a ``try`` around the hot loop itself would slow
-    every step down by 10–80 %, so it sits here, around the call)."""
-    failed = False
-    try:  # no ``return`` inside: numba's try/except does not catch past one
-        run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn,
-                       hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params,
-                       hypers, icfg, fcfg, ndata, carry, flags, outs, moms)
-    except Exception:  # noqa: BLE001 - numba catches any exception; the reason is the status
-        failed = True
-    if failed:
-        flags[0][i] = FAILED if sel_locate is not None else FAILED_UNLOCATED
-
-
-@njit(nogil=True)
-def run_ensemble(sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn, hvp_fn,
-                 step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg, fcfg, ndata,
-                 carry, flags, bounds, outs, moms, b0, b1):
+@njit(nogil=True, no_cfunc_wrapper=True)
+def run_ensemble(traj_fn, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn, hess_fn,
+                 hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params, hypers, icfg, fcfg,
+                 ndata, carry, flags, outs, moms, bounds, b0, b1):
     """The blocks b0 ≤ b < b1 of trajectories (block b: ``bounds[b] ≤ i < bounds[b + 1]``), one
-    trajectory at a time; trajectories whose status is not ALIVE are skipped. Releases the GIL:
-    :func:`eosdyn.engine.threads.run_blocks` runs chunks of blocks on threads."""
+    trajectory at a time through ``traj_fn`` (:func:`run_trajectory`); trajectories whose status
+    is not ALIVE are skipped. Releases the GIL: :func:`eosdyn.engine.threads.run_blocks` runs
+    chunks of blocks on threads.
+
+    No exception escapes: a trajectory that raised is flagged :data:`FAILED` — at the state
+    ``fail_at[i]`` holds when ``sel_locate`` is set, else :data:`FAILED_UNLOCATED`, which the
+    driver reruns with ``sel_locate``. The ``try`` sits around the call, not in the step loop
+    (there it would slow every step down by 10–80 %). ``traj_fn`` is a first-class function in
+    the disk-cached kernels (:class:`eosdyn.engine.kernels.Kernel`): called through its address,
+    it is compiled once instead of again inside this loop."""
     for b in range(b0, b1):
         for i in range(bounds[b], bounds[b + 1]):
             if flags[0][i] != ALIVE:
                 continue
-            run_trajectory_safe(i, b, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn,
-                                grad_into_fn, hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn,
-                                ucov_fn, batch_fn, params, hypers, icfg, fcfg, ndata, carry, flags, outs, moms)
+            failed = False
+            try:  # no ``return`` inside: numba's try/except does not catch past one
+                traj_fn(i, b, sel_noise, sel_state, sel_probe, sel_track, sel_locate, value_fn, grad_into_fn,
+                        hess_fn, hvp_fn, step_fn, precond_fn, pex_fn, umat_fn, udiag_fn, ucov_fn, batch_fn, params,
+                        hypers, icfg, fcfg, ndata, carry, flags, outs, moms)
+            except Exception:  # noqa: BLE001 - numba catches any exception; the reason is the status
+                failed = True
+            if failed:
+                flags[0][i] = FAILED if sel_locate is not None else FAILED_UNLOCATED
 
 
 # ---------------------------------------------------------------------- blocks of lanes
 @njit
-def run_block(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hypers, icfg,
-              fcfg, thetas, states, lo, hi, status, fail_at, out_theta, out_loss, out_gn, out_sharp, out_l2,
-              out_lr, out_psharp):
+def run_block(lo, hi, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hypers,
+              icfg, fcfg, thetas, states, status, fail_at, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr,
+              out_psharp):
     """Trajectories lo..hi−1 as one block in structure-of-arrays layout, states s0 ≤ s < s1.
 
     For rules with a ``step_block_fn`` and no curvature probe, noise or randomness: the
@@ -477,34 +473,25 @@ def run_block(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_f
                 states[lo + b, i] = S[i, b]
 
 
-@njit
-def run_block_safe(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hypers,
-                   icfg, fcfg, thetas, states, lo, hi, status, fail_at, out_theta, out_loss, out_gn, out_sharp,
-                   out_l2, out_lr, out_psharp):
-    """:func:`run_block` with any exception caught; returns False if one was (the driver then
-    reruns the block's trajectories one at a time, which pins the failure on its lane)."""
-    ok = True
-    try:  # no ``return`` inside: numba's try/except does not catch past one
-        run_block(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hypers, icfg,
-                  fcfg, thetas, states, lo, hi, status, fail_at, out_theta, out_loss, out_gn, out_sharp, out_l2,
-                  out_lr, out_psharp)
-    except Exception:  # noqa: BLE001
-        ok = False
-    return ok
-
-
 @njit(nogil=True)
-def run_ensemble_blocked(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params,
-                         hypers, icfg, fcfg, thetas, states, status, fail_at, block_ok, out_theta, out_loss, out_gn,
-                         out_sharp, out_l2, out_lr, out_psharp, b0, b1):
-    """:func:`run_block` over the blocks b0 ≤ j < b1 of :data:`BLOCK` trajectories; block_ok[j] =
-    False where block j raised. Releases the GIL (:func:`eosdyn.engine.threads.run_blocks`)."""
+def run_ensemble_blocked(block_fn, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn,
+                         params, hypers, icfg, fcfg, thetas, states, status, fail_at, out_theta, out_loss, out_gn,
+                         out_sharp, out_l2, out_lr, out_psharp, block_ok, b0, b1):
+    """``block_fn`` (:func:`run_block`) over the blocks b0 ≤ j < b1 of :data:`BLOCK` trajectories;
+    block_ok[j] = False where block j raised (the driver then reruns its trajectories one at a
+    time, which pins the failure on its lane). Releases the GIL
+    (:func:`eosdyn.engine.threads.run_blocks`); ``block_fn`` is called as in :func:`run_ensemble`."""
     n = thetas.shape[0]
     for j in range(b0, b1):
         lo = j * BLOCK
-        block_ok[j] = run_block_safe(sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn,
-                                     params, hypers, icfg, fcfg, thetas, states, lo, min(lo + BLOCK, n), status,
-                                     fail_at, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr, out_psharp)
+        ok = True
+        try:  # no ``return`` inside: numba's try/except does not catch past one
+            block_fn(lo, min(lo + BLOCK, n), sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn,
+                     precond_fn, params, hypers, icfg, fcfg, thetas, states, status, fail_at, out_theta, out_loss,
+                     out_gn, out_sharp, out_l2, out_lr, out_psharp)
+        except Exception:  # noqa: BLE001
+            ok = False
+        block_ok[j] = ok
 
 
 # ----------------------------------------------------------------- the Lyapunov recorder

@@ -276,8 +276,8 @@ class _Run:
         cfg[C.I_S0], cfg[C.I_S1] = s0, s1
         self.kernel.blocks(self.bounds.shape[0] - 1, self.params, self.hypers, cfg, self.fcfg, self.ndata,
                            (self.thetas, self.states, self.rngs, self.warms, self.curvs),
-                           (self.status, self.fail_at, self.fail_val, np.zeros(0, np.int64)), self.bounds,
-                           self._outs(self.out), self.mom,
+                           (self.status, self.fail_at, self.fail_val, np.zeros(0, np.int64)),
+                           self._outs(self.out), self.mom, self.bounds,
                            threads=threads_for(self.thetas.shape[0] * (s1 - s0)))
 
     def rows(self, rows, s0, s1, start, stops=None, record=True, kernel=None):
@@ -302,7 +302,7 @@ class _Run:
         (kernel or self.kernel).blocks(k, self.params, hy, cfg, self.fcfg, self.ndata, (th, st, rg, wm, cv),
                                        (stt, fa, fv, np.zeros(0, np.int64) if stops is None
                                         else np.ascontiguousarray(stops, dtype=np.int64)),
-                                       np.arange(k + 1, dtype=np.int64), self._outs(o), mom,
+                                       self._outs(o), mom, np.arange(k + 1, dtype=np.int64),
                                        threads=threads_for(k * (s1 - s0)))
         self.thetas[rows], self.states[rows] = th, st
         if record:
@@ -321,8 +321,8 @@ class _Run:
         block_ok = np.ones((n + C.BLOCK - 1) // C.BLOCK, np.bool_)
         o = self.out
         kernel.blocks(block_ok.shape[0], self.params, self.hypers, cfg, self.fcfg, self.thetas, self.states,
-                      self.status, self.fail_at, block_ok, o["theta"], o["loss"], o["grad_norm"], o["sharpness"],
-                      o["lambda2"], o["lr"], o["psharp"], threads=threads_for(n * (s1 - s0)))
+                      self.status, self.fail_at, o["theta"], o["loss"], o["grad_norm"], o["sharpness"],
+                      o["lambda2"], o["lr"], o["psharp"], block_ok, threads=threads_for(n * (s1 - s0)))
         for j in np.flatnonzero(~block_ok):
             rows = np.arange(j * C.BLOCK, min(n, (j + 1) * C.BLOCK))
             self.rows(rows[start[5][rows] == C.ALIVE], s0, s1, start)

@@ -1,24 +1,19 @@
 """Numba ensemble kernels of the EoS SDE  dθ = −η∇L(θ) dt + √η·B(θ) dW  (time in GD steps).
 
-Two entry points share one per-trajectory routine, :func:`_run_traj`. Its selector
-arguments ``sel_em, sel_mil, sel_srk, sel_state`` are either ``None`` or 1: numba
-prunes the branches of a ``None`` selector at compile time, so each specialisation
-compiles only the integrator (and, for additive noise, none of the eigh-based
-state-dependent noise code) it runs:
-
-- :func:`kernel_builtin` serves the losses whose gradient is linear (``Quadratic``,
-  ``LeastSquares``) with every noise model that needs no user function. It calls
-  only module-level functions, so numba caches it on disk (``cache=True``).
-- :func:`kernel_generic` receives the loss's and the noise's numba functions as
-  arguments (any eosdyn loss, user noise). Function slots that do not apply are
-  ``None`` and the branches that would call them are pruned at compile time.
-  Numba cannot disk-cache a kernel that takes functions as arguments, so
-  :func:`simulate` gets it through :func:`eosdyn.engine.kernels.kernel_for` (kind
-  ``"sde"``): the one specialiser, :func:`eosdyn.codegen.specialise`, writes out
-  ``kernel_generic`` with the functions bound as module globals, which numba caches on
-  disk, bit-identical to ``kernel_generic``. Where that is not possible (closures,
-  functions defined at a prompt) it falls back to ``kernel_generic`` itself, compiled
-  once per process, and warns once (:class:`eosdyn.codegen.GenericKernelWarning`).
+One kernel, :func:`kernel_generic`, loops over the paths and calls the per-path routine
+:func:`_run_traj`. Its selector arguments ``sel_em, sel_mil, sel_srk, sel_state`` are either
+``None`` or 1, and so is every function slot that does not apply: numba prunes the branches of
+a ``None`` argument at compile time, so each specialisation compiles only the integrator (and,
+for additive noise, none of the eigh-based state-dependent noise code) it runs. The losses
+whose gradient is linear (``Quadratic``, ``LeastSquares``) run with every loss slot ``None``
+(their gradient, value and constant Hessian come from arrays). Numba cannot disk-cache a
+kernel that takes functions as arguments, so :func:`simulate` gets it through
+:func:`eosdyn.engine.kernels.kernel_for` (kind ``"sde"``): the one specialiser,
+:func:`eosdyn.codegen.specialise`, writes out ``kernel_generic`` and ``_run_traj`` with the
+slots bound as module globals, which numba caches on disk, bit-identical to
+``kernel_generic``. Where that is not possible (closures, functions defined at a prompt) it
+falls back to ``kernel_generic`` itself, compiled once per process, and warns once
+(:class:`eosdyn.codegen.GenericKernelWarning`).
 
 Random numbers (the documented draw order, reproduced by
 :func:`eosdyn.sde.increments`): trajectory i owns the xoshiro256** stream
@@ -163,14 +158,14 @@ def _record(i, blk, r, theta, g, rscr, value_fn, grad_into_fn, hess_fn, lp, lkin
     return True
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn, udiag_fn,
               ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs):
     """Steps k0 < k ≤ k1 of path i. ``data`` = (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat,
     nz_vec) — ``lin_H`` holds Hᵀ of the built-in linear losses (equal to H for a Quadratic, whose
     H is exactly symmetric: its loss value reads it as H) —, ``outs`` = (out_loss, out_gn,
     out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq, mom_cnt): tuples
-    keep :func:`_run_traj_safe`'s call under the 30 arguments CPython 3.11 passes without a list
+    keep :func:`kernel_generic`'s call under the 30 arguments CPython 3.11 passes without a list
     (which numba cannot type inside ``try``)."""
     lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec = data
     (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
@@ -371,55 +366,27 @@ def _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_f
     out_status[i] = status
 
 
-@njit
-def _run_traj_safe(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
-                   udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs):
-    """:func:`_run_traj` with any exception caught (status 2, the engine's FAILED, at the step
-    ``out_div`` holds; ``out_final`` keeps the last state that passed): no exception escapes
-    the kernel and every other path is computed. The ``try`` sits around the call, not the
-    loop: inside the loop it slows every step down."""
-    failed = False
-    try:  # no ``return`` inside: numba's try/except does not catch past one
-        _run_traj(i, blk, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
-                  udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs)
-    except Exception:  # noqa: BLE001
-        failed = True
-    if failed:
-        outs[6][i] = 2
-
-
-@njit(cache=True, nogil=True)
-def kernel_builtin(sel_em, sel_mil, sel_srk, sel_state, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
-                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
-                   out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
-                   mom_cnt, b0, b1):
-    """Ensemble kernel for the built-in linear-gradient losses (disk-cached), over the blocks
-    b0 ≤ b < b1 (:func:`eosdyn.engine.threads.run_blocks` runs chunks of them on threads)."""
-    dummy = (lin_c,)
+@njit(nogil=True, no_cfunc_wrapper=True)
+def kernel_generic(traj_fn, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
+                   udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs, bounds, b0, b1):
+    """The ensemble kernel over the blocks b0 ≤ b < b1 (:func:`eosdyn.engine.threads.run_blocks`
+    runs chunks of them on threads): ``traj_fn`` (:func:`_run_traj`) on every path of a block,
+    with any exception caught (status 2, the engine's FAILED, at the step ``out_div`` holds;
+    ``out_final`` keeps the last state that passed), so no exception escapes the kernel and every
+    other path is computed. The ``try`` sits around the call, not the step loop: inside the loop
+    it slows every step down. Function slots that do not apply are ``None`` (their branches are
+    pruned); :func:`generic_kernel` gives its disk-cached specialisation, which receives the
+    specialised :func:`_run_traj` as a first-class function (:class:`eosdyn.engine.kernels.Kernel`)."""
     for b in range(b0, b1):
         for i in range(bounds[b], bounds[b + 1]):
-            _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, None, None, None, None, None, None, None,
-                           dummy, dummy, (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec), fcfg, icfg,
-                           rec_steps, theta0s, rngs, (out_loss, out_gn, out_sharp, out_paths, out_final, out_div,
-                                                      out_status, out_sval, mom_sum, mom_sq, mom_cnt))
-
-
-@njit(nogil=True)
-def kernel_generic(sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
-                   umat_fn, udiag_fn, ucov_fn, lp, mb_params, lin_H, lin_c, lin_b, vX, vy, mbX, mby,
-                   nz_mat, nz_vec, fcfg, icfg, rec_steps, theta0s, rngs, bounds, out_loss, out_gn,
-                   out_sharp, out_paths, out_final, out_div, out_status, out_sval, mom_sum, mom_sq,
-                   mom_cnt, b0, b1):
-    """Ensemble kernel taking the loss's and the noise's functions (compiled per process;
-    :func:`generic_kernel` gives its disk-cached specialisation where possible), over the
-    blocks b0 ≤ b < b1."""
-    for b in range(b0, b1):
-        for i in range(bounds[b], bounds[b + 1]):
-            _run_traj_safe(i, b, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn,
-                           umat_fn, udiag_fn, ucov_fn, lp, mb_params,
-                           (lin_H, lin_c, lin_b, vX, vy, mbX, mby, nz_mat, nz_vec), fcfg, icfg, rec_steps, theta0s,
-                           rngs, (out_loss, out_gn, out_sharp, out_paths, out_final, out_div, out_status, out_sval,
-                                  mom_sum, mom_sq, mom_cnt))
+            failed = False
+            try:  # no ``return`` inside: numba's try/except does not catch past one
+                traj_fn(i, b, sel_em, sel_mil, sel_srk, sel_state, value_fn, grad_into_fn, hess_fn, pex_fn, umat_fn,
+                        udiag_fn, ucov_fn, lp, mb_params, data, fcfg, icfg, rec_steps, theta0s, rngs, outs)
+            except Exception:  # noqa: BLE001
+                failed = True
+            if failed:
+                outs[6][i] = 2
 
 
 # ------------------------------------------------------------------ disk-cached kernels
@@ -429,7 +396,7 @@ FN_SLOTS = ("sel_em", "sel_mil", "sel_srk", "sel_state", "value_fn", "grad_into_
 
 def _parts():
     return [(_grad, None), (_value, None), (_sharp, None), (noise_matrix, None), (diagonal_noise, None),
-            (_record, None), (_run_traj, None), (_run_traj_safe, None), (kernel_generic, "kernel")]
+            (_record, None), (_run_traj, None), (kernel_generic, "kernel")]
 
 
 def generic_kernel(sel, fns, what):
@@ -445,7 +412,7 @@ def generic_kernel(sel, fns, what):
 def _register():
     from ..engine.kernels import register_kind
 
-    register_kind("sde", FN_SLOTS, _parts, kernel_generic)
+    register_kind("sde", FN_SLOTS, _parts, kernel_generic, callee=("traj_fn", _run_traj))
 
 
 _register()

@@ -38,9 +38,8 @@ import numpy as np
 
 from .._rng import rng_init_rows, stream
 from .._validate import finite_matrix, nonneg_int, positive, seed_value, step_count
-from ..engine.kernels import compile_headroom
 from ..engine.run import CallPlan, RunInterrupted, blank_failed_records, check_memory, moment_blocks
-from ..engine.threads import run_blocks, threads_for
+from ..engine.threads import threads_for
 from ..losses import quadratic as _quad
 from ..losses.base import Loss
 from ..losses.finite_sum import LeastSquares
@@ -281,10 +280,10 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     Parameters
     ----------
     loss : eosdyn Loss
-        Any loss; ``Quadratic`` and :class:`~eosdyn.losses.LeastSquares` run in a
-        disk-cached kernel with an allocation-free linear drift, others in a kernel
-        generated for the loss (and noise) and cached on disk too (:mod:`eosdyn.codegen`;
-        closures and functions defined at a prompt fall back to a per-process compile).
+        Any loss, in a kernel generated for the loss (and noise) and cached on disk
+        (:mod:`eosdyn.codegen`; closures and functions defined at a prompt fall back to a
+        per-process compile); ``Quadratic`` and :class:`~eosdyn.losses.LeastSquares` run
+        with an allocation-free linear drift.
     rule : float > 0 or eosdyn.rules.GD
         η (the drift is gradient flow's); formerly ``lr=`` (deprecated name).
     noise : noise model
@@ -358,7 +357,6 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
     R = steps // record_every + 1
     rec_steps = np.arange(R, dtype=np.int64) * record_every
     lin = _linear_data(loss)
-    need_generic = lin is None or spec.user_fn is not None or spec.pex_fn is not None
 
     fcfg = np.zeros(K.N_FCFG)
     fcfg[K.F_LR] = lr
@@ -419,25 +417,19 @@ def simulate(loss, rule=_UNSET, noise=None, theta0s=None, dt=None, steps=None, m
            None if additive else 1)
     rngs = np.zeros((n, 4), np.uint64)
     rng_init_rows(np.uint64(seed), np.uint64(0), rngs)
-    common = (*arrays, c(spec.mat, dtype=np.float64), c(spec.vec, dtype=np.float64), fcfg, icfg,
-              rec_steps, thetas, rngs, bounds, *outs)
-    if need_generic:
-        gen = lin is None
-        fns = (loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
-               loss.hess_fn if (gen and (spec.kind == HESS or record_sharpness)) else None,
-               spec.pex_fn,
-               spec.user_fn if spec.kind == USER_MAT else None,
-               spec.user_fn if spec.kind == USER_DIAG else None,
-               spec.user_fn if spec.kind == USER_COV else None)
-        kernel = K.generic_kernel(sel, fns, f"the SDE kernel for ({type(loss).__name__}, {noise!r})")
+    data = (*arrays, c(spec.mat, dtype=np.float64), c(spec.vec, dtype=np.float64))
+    gen = lin is None
+    fns = (loss.value_fn if gen else None, loss.grad_into_fn if gen else None,
+           loss.hess_fn if (gen and (spec.kind == HESS or record_sharpness)) else None,
+           spec.pex_fn,
+           spec.user_fn if spec.kind == USER_MAT else None,
+           spec.user_fn if spec.kind == USER_DIAG else None,
+           spec.user_fn if spec.kind == USER_COV else None)
+    kernel = K.generic_kernel(sel, fns, f"the SDE kernel for ({type(loss).__name__}, {noise!r})")
 
-        def call():
-            kernel.blocks(nb, lp, mbp, *common, threads=threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
-    else:
-        def call():
-            with compile_headroom():
-                run_blocks(lambda b0, b1: K.kernel_builtin(*sel, *common, b0, b1), nb,
-                           threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
+    def call():
+        kernel.blocks(nb, lp, mbp, data, fcfg, icfg, rec_steps, thetas, rngs, outs, bounds,
+                      threads=threads_for(n * (icfg[K.I_K1] - icfg[K.I_K0])))
     # the steps 0 < k ≤ steps in kernel calls over k0 < k ≤ k1 (progress and Ctrl-C between them)
     plan = CallPlan(steps + 1, max(64, 2 ** 22 // max(1, n * d * (2 if method == 'srk15' else 1))), None, progress)
     for s0, s1 in plan:
