@@ -29,24 +29,29 @@ def _rotl(x, k):
     return (x << uint64(k)) | (x >> uint64(64 - k))
 
 
-@njit(cache=True)
 def _splitmix64(x):
-    """One SplitMix64 step: returns (new counter, output)."""
-    x = x + uint64(0x9E3779B97F4A7C15)
-    z = x
-    z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
-    return x, z ^ (z >> uint64(31))
+    """One SplitMix64 step on a uint64 array (wrapping arithmetic): (new counter, output)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x, z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
-def rng_init(seed, index, out):
-    """Fill ``out`` (uint64[4]) with the stream keyed on (seed, index)."""
-    c = uint64(seed) * uint64(0xD1342543DE82EF95) + uint64(0x2545F4914F6CDD1D)
-    c, a = _splitmix64(c)
-    c = a ^ (uint64(index) * uint64(0x9E3779B97F4A7C15) + uint64(0x632BE59BD9B4E019))
-    for i in range(4):
-        c, out[i] = _splitmix64(c)
+def rng_init_rows(seed, index0, out):
+    """Row i of ``out`` (n, 4) ← the xoshiro256** state keyed on (seed, index0 + i) (mod 2⁶⁴).
+
+    The key is mixed by SplitMix64: c = seed·0xD1342543DE82EF95 + 0x2545F4914F6CDD1D, one step
+    of it gives a; c = a ⊕ (index·0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019), and four more
+    steps give the state. Vectorised numpy over the rows (not a numba kernel: a new process
+    would compile one before its first run)."""
+    n = out.shape[0]
+    with np.errstate(over="ignore"):
+        c = np.full(n, seed, np.uint64) * np.uint64(0xD1342543DE82EF95) + np.uint64(0x2545F4914F6CDD1D)
+        c, a = _splitmix64(c)
+        index = np.uint64(index0) + np.arange(n, dtype=np.uint64)
+        c = a ^ (index * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019))
+        for k in range(RNG_STATE_SIZE):
+            c, out[:, k] = _splitmix64(c)
 
 
 @njit(cache=True, inline="always")
@@ -195,20 +200,13 @@ def rng_fill_normal(s, out):
     s[3] = s3
 
 
-@njit(cache=True)
-def rng_init_rows(seed, index0, out):
-    """Row i of ``out`` (n, 4) ← the stream keyed on (seed, index0 + i)."""
-    for i in range(out.shape[0]):
-        rng_init(seed, index0 + np.uint64(i), out[i])
-
-
 def stream(seed: int, index: int) -> np.ndarray:
     """A fresh generator state for trajectory ``index`` of a run seeded ``seed``."""
     if int(seed) < 0 or int(index) < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
-    s = np.empty(RNG_STATE_SIZE, np.uint64)
-    rng_init(np.uint64(int(seed) & _MASK64), np.uint64(int(index) & _MASK64), s)
-    return s
+    s = np.empty((1, RNG_STATE_SIZE), np.uint64)
+    rng_init_rows(np.uint64(int(seed) & _MASK64), np.uint64(int(index) & _MASK64), s)
+    return s[0]
 
 
 def normals(seed: int, index: int, size) -> np.ndarray:

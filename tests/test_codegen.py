@@ -40,9 +40,9 @@ PAIRS = textwrap.dedent("""
         for loss in families():
             for name, cls in rules().items():
                 rule = cls(**{cls.step_parameter: 0.1})
-                ck = rule.resolved_curvature(loss.dim)[1]
+                cmethod, ck = rule.resolved_curvature(loss.dim)[:2]
                 for track in (None, 1):
-                    k = kernel_for("trajectory", (None, None, 1 if ck else None, track, loss.value_fn,
+                    k = kernel_for("trajectory", (None, None, cmethod if ck else None, track, loss.value_fn,
                                    loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, rule.precond_fn,
                                    None, None, None, None), "test")
                     out.append([type(loss).__name__, name, "trajectory", k.generated is not None])

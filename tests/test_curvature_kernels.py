@@ -27,7 +27,7 @@ def _probe(H, method, k, m=None, nsamp=1, seed=0):
     loss = Quadratic(H)
     out = np.zeros(k)
     warm = np.zeros(H.shape[0])
-    probe(loss.hess_fn, loss.hvp_fn, np.zeros(H.shape[0]), loss.params, method, k, m or H.shape[0], nsamp,
+    probe(method, loss.hess_fn, loss.hvp_fn, np.zeros(H.shape[0]), loss.params, k, m or H.shape[0], nsamp,
           stream(seed, 0), warm, out)
     return out, warm
 

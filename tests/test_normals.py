@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import erfc
 
@@ -144,3 +146,33 @@ def test_streams_are_pinned():
 
 PINNED_0_0 = [-0.7342514905994368, -0.6382597292914032, 1.2419816766959673, -0.6108154410467458]
 PINNED_1_5 = [-1.0683037397220336, 2.0200040469119167, 0.14376734421839663]
+
+
+def _splitmix64_reference(x):
+    """SplitMix64 (Steele, Lea & Flood 2014) in Python integers mod 2⁶⁴: an independent reference."""
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return x, z ^ (z >> 31)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 64 - 1), index0=st.integers(0, 2 ** 64 - 1), n=st.integers(1, 5))
+def test_stream_keys_match_splitmix64_in_python_integers(seed, index0, n):
+    """rng_init_rows (numpy, wrapping uint64) equals the key schedule written out in Python
+    integers, for any seed and index, across the 2⁶⁴ wrap of the index."""
+    m = (1 << 64) - 1
+    out = np.zeros((n, _rng.RNG_STATE_SIZE), np.uint64)
+    _rng.rng_init_rows(np.uint64(seed), np.uint64(index0), out)
+    for i in range(n):
+        c = (seed * 0xD1342543DE82EF95 + 0x2545F4914F6CDD1D) & m
+        c, a = _splitmix64_reference(c)
+        c = a ^ ((((index0 + i) & m) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & m)
+        want = []
+        for _ in range(4):
+            c, z = _splitmix64_reference(c)
+            want.append(z)
+        assert [int(v) for v in out[i]] == want
+    if n == 1:
+        assert [int(v) for v in stream(seed, index0)] == [int(v) for v in out[0]]

@@ -31,7 +31,8 @@ from numba import njit
 from numba.core.dispatcher import Dispatcher
 
 from .._validate import finite_vector, nonneg_int
-from ..engine.core import _copy2, qr_accumulate, record_running
+from ..engine.arrays import copy_matrix
+from ..engine.core import qr_accumulate, record_running
 from ..rules.base import Rule
 from ._common import check_loss
 
@@ -78,7 +79,7 @@ def _benettin_kernel(step, jac, x0, q0, steps, transient, record_every, running)
         x = step(x)
     n = q0.shape[1]
     Q = np.empty((q0.shape[0], n))
-    _copy2(q0, Q)
+    copy_matrix(q0, Q)
     Qn = np.empty_like(Q)
     logs = np.zeros(n)
     s = np.zeros(n)

@@ -70,24 +70,28 @@ def mean_curvature(H, k, out):
 
 
 @njit
-def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
-    """Fill out[:k] with the curvature estimate; updates the warm-start vector in place.
+def probe(sel_probe, hess_fn, hvp_fn, theta, params, k, m, nsamp, rng, warm, out):
+    """Fill out[:k] with the curvature estimate of method ``sel_probe`` (a method code: EXACT,
+    LANCZOS, POWER, HUTCHINSON or MEAN); updates the warm-start vector in place.
 
-    Takes the loss's Hessian and HVP kernels as arguments, so it is compiled
-    with the simulator kernel that calls it (not cached on its own).
+    Takes the loss's Hessian and HVP kernels as arguments, so it is compiled with the
+    simulator kernel that calls it (not cached on its own). In a specialised kernel
+    (:func:`eosdyn.codegen.specialise`) the method is a module constant, so numba compiles
+    only its branch: EoS-Ada's Lanczos kernel carries no power iteration, no Hutchinson
+    estimator and no dense eigensolver of the Hessian.
     """
     d = theta.shape[0]
-    if method == EXACT or method == MEAN:
+    if sel_probe == EXACT or sel_probe == MEAN:
         H = hess_fn(theta, params)
         if not np.all(np.isfinite(H)):
             for i in range(k):
                 out[i] = np.nan
             return
-        if method == EXACT:
+        if sel_probe == EXACT:
             top_eigs_exact(H, k, out)
         else:
             mean_curvature(H, k, out)
-    elif method == LANCZOS:
+    elif sel_probe == LANCZOS:
         mm = min(m, d)
         Q = np.zeros((mm, d))
         alpha = np.zeros(mm)
@@ -95,7 +99,8 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
         q = _start_vector(warm, rng)
         used = 0
         for j in range(mm):
-            Q[j] = q
+            for i in range(d):  # not Q[j] = q: a slice assignment costs seconds to compile (engine.arrays)
+                Q[j, i] = q[i]
             w = hvp_fn(theta, q, params)
             a = np.dot(w, q)
             alpha[j] = a
@@ -134,7 +139,7 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
         warm[:] = 0.0
         for i in range(used):
             warm += top[i] * Q[i]
-    elif method == POWER:
+    elif sel_probe == POWER:
         q = _start_vector(warm, rng)
         lam = 0.0
         for _ in range(m):
@@ -143,11 +148,12 @@ def probe(hess_fn, hvp_fn, theta, params, method, k, m, nsamp, rng, warm, out):
             if _normalize(w) == 0.0:
                 break
             q = w
-        warm[:] = q
+        for i in range(d):
+            warm[i] = q[i]
         out[0] = lam
         for i in range(1, k):
             out[i] = lam
-    elif method == HUTCHINSON:
+    elif sel_probe == HUTCHINSON:
         u = np.empty(d)
         acc = 0.0
         for _ in range(nsamp):

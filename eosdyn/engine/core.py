@@ -76,6 +76,7 @@ from numba import njit
 
 from .._rng import rng_fill_normal
 from ..curvature.kernels import probe, record_curvature
+from .arrays import copy_matrix
 from .minibatch import draw_minibatch
 from .noise import ISO, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
 
@@ -146,10 +147,11 @@ def record_index(s, rec0, reck):
 
 @njit(cache=True)
 def probe_config(icfg):
-    """(method, k, every, Lanczos steps, Hutchinson samples) of the probe, read once per call:
+    """(k, every, Lanczos steps, Hutchinson samples) of the probe (its method is the selector
+    ``sel_probe``), read once per call:
     the loops keep their settings in registers (an array read in a loop is reloaded after
     every store, since numba cannot rule out aliasing)."""
-    return icfg[I_CMETHOD], icfg[I_CK], icfg[I_CEVERY], icfg[I_CM], icfg[I_CNSAMP]
+    return icfg[I_CK], icfg[I_CEVERY], icfg[I_CM], icfg[I_CNSAMP]
 
 
 # ----------------------------------------------------------------- one state: observe/record
@@ -238,7 +240,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     # the loop would be reloaded after every store: numba cannot rule out aliasing)
     steps, s0, s1, t0 = icfg[I_STEPS], icfg[I_S0], icfg[I_S1], icfg[I_T0]
     rec0, reck = icfg[I_REC0], icfg[I_RECK]
-    cmethod, ck, cevery, cm, cnsamp = probe_config(icfg)
+    ck, cevery, cm, cnsamp = probe_config(icfg)
     preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
     nkind, mb_eigh, psd_raise, m, noise_sgd = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0,
                                                icfg[I_NM], icfg[I_NSGD] != 0)
@@ -275,7 +277,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
             break
         if sel_probe is not None:
             if ck > 0 and (s % cevery) == 0:
-                probe(hess_fn, hvp_fn, theta, params, cmethod, ck, cm, cnsamp, rng, warm, curv)
+                probe(sel_probe, hess_fn, hvp_fn, theta, params, ck, cm, cnsamp, rng, warm, curv)
         if batch_fn is not None:
             draw_minibatch(rng, nex, breplace, perm, swaps, idx)
             lb = batch_fn(theta, params, idx, gb)
@@ -526,14 +528,6 @@ def _mgs_qr_logdiag(A, Q, logs):
 
 
 @njit(cache=True)
-def _copy2(src, dst):
-    """dst[...] = src by loops (a slice assignment costs seconds of numba compile time)."""
-    for i in range(src.shape[0]):
-        for j in range(src.shape[1]):
-            dst[i, j] = src[i, j]
-
-
-@njit(cache=True)
 def _matmul(A, B):
     """A @ B by loops (no BLAS: keeps the kernels' compile time low for the tiny matrices here)."""
     n, m = A.shape
@@ -568,7 +562,7 @@ def qr_accumulate(J, Q, Qn, logs, s, c):
             return False
     for i in range(logs.shape[0]):
         s[i], c[i] = _neumaier_add(s[i], c[i], logs[i])
-    _copy2(Qn, Q)
+    copy_matrix(Qn, Q)
     return True
 
 
@@ -594,7 +588,7 @@ def run_lyapunov(sel_probe, grad_into_fn, hess_fn, hvp_fn, step_fn, jacobian_fn,
     d = theta.shape[0]
     n = d + state.shape[0]
     steps, lyap0, t0 = icfg[I_STEPS], icfg[I_LYAP0], icfg[I_T0]
-    cmethod, ck, cevery, cm, cnsamp = probe_config(icfg)
+    ck, cevery, cm, cnsamp = probe_config(icfg)
     blowup = fcfg[F_BLOWUP]
     g = np.empty(d)
     work = np.zeros(d)
@@ -614,7 +608,7 @@ def run_lyapunov(sel_probe, grad_into_fn, hess_fn, hvp_fn, step_fn, jacobian_fn,
             return done
         if sel_probe is not None:
             if ck > 0 and (s % cevery) == 0:
-                probe(hess_fn, hvp_fn, theta, params, cmethod, ck, cm, cnsamp, rng, warm, curv)
+                probe(sel_probe, hess_fn, hvp_fn, theta, params, ck, cm, cnsamp, rng, warm, curv)
         if s >= lyap0:
             if not qr_accumulate(jacobian_fn(hess_fn(theta, params), hyper, d), Q, Qn, logs, sums, comp):
                 status[0] = LYAPUNOV_DEGENERATE

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from .._rng import rng_init, rng_next
+from .._rng import rng_next, stream
 
 #: the largest n the 32-bit draw serves
 MAX_EXAMPLES = 2 ** 32
@@ -76,9 +76,7 @@ def draw_minibatch(s, n, replace, perm, swaps, idx):
 
 
 @njit(cache=True)
-def _replay(seed, index, n, B, replace, states, out):
-    s = np.empty(4, np.uint64)
-    rng_init(seed, index, s)
+def _replay(s, n, B, replace, states, out):
     perm = np.arange(n)
     swaps = np.empty(B, np.int64)
     for t in range(states):
@@ -103,7 +101,7 @@ def minibatch_indices(seed, stream_index, n_examples, batch_size, replacement, s
     check_batch(n, B, bool(replacement))
     states = nonneg_int("states", states)
     out = np.empty((states, B), np.int64)
-    _replay(np.uint64(seed), np.uint64(stream_index), n, B, bool(replacement), states, out)
+    _replay(stream(seed, stream_index), n, B, bool(replacement), states, out)
     return out
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from ..losses.finite_sum import ls_per_example_grad
+from .arrays import copy_matrix
 
 #: noise kinds understood by the kernels
 NONE, ISO, MAT, DIAG, HESS, MB, USER_MAT, USER_DIAG, USER_COV = -1, 0, 1, 2, 3, 4, 5, 6, 7
@@ -70,7 +71,7 @@ def noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn, ucov_fn,
             return 3, np.nan  # unreachable: constant Hessians are resolved in Python
         else:
             B, lam, bad = sqrt_psd(hess_fn(theta, lp), scal)
-            Bout[:, :] = B
+            copy_matrix(B, Bout)
             return (2 if bad else 0), lam
     if nkind == MB:
         if pex_fn is None:
@@ -96,7 +97,7 @@ def noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn, ucov_fn,
                 for b in range(d):
                     S[a, b] *= f
             B, lam, bad = sqrt_psd(S, 1.0)
-            Bout[:, :] = B
+            copy_matrix(B, Bout)
             return 0, lam
         f = np.sqrt(scal / n)
         for i in range(n):
@@ -110,7 +111,7 @@ def noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn, ucov_fn,
             U = umat_fn(theta)
             if U.shape[0] != d or U.shape[1] != m:
                 return 3, np.nan
-            Bout[:, :] = U
+            copy_matrix(U, Bout)
             return 0, 0.0
     if nkind == USER_COV:
         if ucov_fn is None:
@@ -121,7 +122,7 @@ def noise_matrix(theta, nkind, scal, mb_eigh, hess_fn, pex_fn, umat_fn, ucov_fn,
                 return 3, np.nan
             Ss = 0.5 * (S + S.T)
             B, lam, bad = sqrt_psd(Ss, 1.0)
-            Bout[:, :] = B
+            copy_matrix(B, Bout)
             return (2 if bad else 0), lam
     return 3, np.nan
 

@@ -452,7 +452,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
         raise ValueError(f"kernel='blocked' cannot run this pair: {why}; use kernel='auto' or 'trajectory'")
     blocked = (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) and hypers.shape[0] == 1
     sel = (1 if noise is not None else None, 1 if (noise is not None and noise.state_dependent) else None,
-           1 if ck > 0 else None, 1 if track else None)
+           cmethod if ck > 0 else None, 1 if track else None)
     fns = (loss.value_fn, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, rule.precond_fn, *nfns,
            loss.batch_fn if draws else None)
 
@@ -532,8 +532,8 @@ def run_lyapunov(loss, rule, theta0, state0, steps, transient, record_every, blo
     running = np.full((steps // record_every, n), np.nan)
     status = np.zeros(1, np.int64)
     fail_at = np.full(1, -1, np.int64)
-    kernel = kernel_for("lyapunov", (1 if ck > 0 else None, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn,
-                                     rule.jacobian_fn), _what("Lyapunov", loss, rule))
+    kernel = kernel_for("lyapunov", (cmethod if ck > 0 else None, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn,
+                                     rule.step_fn, rule.jacobian_fn), _what("Lyapunov", loss, rule))
     done = kernel(loss.params, np.asarray(rule.deterministic_hyper(), dtype=np.float64), icfg, fcfg, theta, state,
                   rngs[0], np.zeros(d), np.zeros(max(ck, 1)), record_every, sums, comp, running, status, fail_at)
     div = max(int(fail_at[0]) - transient, 0) if status[0] != 0 else -1

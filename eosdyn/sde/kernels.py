@@ -17,7 +17,7 @@ falls back to ``kernel_generic`` itself, compiled once per process, and warns on
 
 Random numbers (the documented draw order, reproduced by
 :func:`eosdyn.sde.increments`): trajectory i owns the xoshiro256** stream
-``rng_init(seed, i)`` (:mod:`eosdyn._rng`), seeded by :func:`eosdyn.sde.simulate` and
+``stream(seed, i)`` (:mod:`eosdyn._rng`), seeded by :func:`eosdyn.sde.simulate` and
 carried in ``rngs`` from one kernel call to the next: a long run is cut into calls over the
 steps ``k0 < k ≤ k1`` (so Ctrl-C and progress are seen between them), with bit-identical
 results. At every step k = 1..steps the kernel
