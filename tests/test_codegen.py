@@ -118,11 +118,10 @@ def test_generated_kernel_equals_generic_kernel_for_every_pair(case, monkeypatch
 
 
 def test_generated_ensemble_kernels_call_their_callee_out_of_line(monkeypatch):
-    """The disk-cached ensemble loops receive the generated per-trajectory (or per-block) function
-    as a first-class function of its exact signature — called through its address, so numba
-    compiles it once rather than again inside the loop — and give the generic loop's numbers."""
-    import warnings
-
+    """The disk-cached ensemble loops receive the generated per-trajectory (or per-block, per-path)
+    function as a first-class function of its exact signature — called through its address, so
+    numba compiles it once rather than again inside the loop. (That they give the generic loop's
+    numbers: test_engine's and test_sde's generated-vs-generic tests, and the slow pair matrix.)"""
     from numba.core import types
 
     import eosdyn
@@ -132,14 +131,11 @@ def test_generated_ensemble_kernels_call_their_callee_out_of_line(monkeypatch):
     from eosdyn.sde import Isotropic
     from eosdyn.sde import simulate as sde_simulate
 
-    def runs():
-        th0 = np.array([[2.5, 0.1], [1.5, 0.7], [0.3, 2.0]])
-        yield eosdyn.ensemble(ScalarNet(2, 1.0), HeavyBall(0.3, momentum=0.5), th0, steps=60, kernel="trajectory").loss
-        yield eosdyn.ensemble(ScalarNet(2, 1.0), GD(0.4), th0, steps=60, kernel="blocked").loss
-        yield sde_simulate(Quadratic(eigs=[2.0, 1.0]), 0.1, Isotropic(0.1), th0, dt=0.1, steps=30, seed=3).loss
-
     monkeypatch.setattr(K, "_KERNELS", {})
-    generated = list(runs())
+    th0 = np.array([[2.5, 0.1], [1.5, 0.7], [0.3, 2.0]])
+    eosdyn.ensemble(ScalarNet(2, 1.0), HeavyBall(0.3, momentum=0.5), th0, steps=60, kernel="trajectory")
+    eosdyn.ensemble(ScalarNet(2, 1.0), GD(0.4), th0, steps=60, kernel="blocked")
+    sde_simulate(Quadratic(eigs=[2.0, 1.0]), 0.1, Isotropic(0.1), th0, dt=0.1, steps=30, seed=3)
     kernels = [k for _, k in K._KERNELS.values() if k.generated is not None and k.generated.overloads]
     assert {k.kind for k in kernels} == {"trajectory", "blocked", "sde"}   # (run_map makes kernels it may not run)
     for k in kernels:
@@ -147,15 +143,3 @@ def test_generated_ensemble_kernels_call_their_callee_out_of_line(monkeypatch):
         sigs = list(k.generated.overloads)
         assert all(isinstance(sig[0], types.FunctionType) for sig in sigs)
         assert {sig[0].signature.args for sig in sigs} == {tuple(s) for s in k.callee.overloads}
-
-    def refuse(*a, **kw):
-        raise K.NotSpecialisable("forced by the test")
-
-    monkeypatch.setattr(K, "_KERNELS", {})
-    monkeypatch.setattr(K, "specialise", refuse)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        generic = list(runs())
-    assert all(k.generated is None for _, k in K._KERNELS.values())
-    for a, b in zip(generated, generic):
-        np.testing.assert_array_equal(a, b)

@@ -1075,3 +1075,21 @@ def test_bit_identical_for_any_thread_count():
         assert p.returncode == 0, p.stderr[-2000:]
         out[nt] = p.stdout.strip().splitlines()[-1]
     assert out["1"] == out["2"]
+
+
+@pytest.mark.parametrize("method", ["euler", "srk15"])
+def test_a_run_cut_into_calls_is_bit_identical_with_chunked_normals(method, monkeypatch):
+    """A path draws the normals of up to 64 steps in one sampler call, never past the kernel call's
+    last step: however the run is cut into calls (1, 7, 33, 64 steps, or one call), every path
+    equals the one-call run bit for bit."""
+    S = sys.modules["eosdyn.sde.simulate"]   # the module (the package exports the function under its name)
+    loss = Quadratic(H=np.array([[1.5]]))
+    th0 = np.linspace(-1.0, 1.0, 5).reshape(-1, 1)
+    kw = dict(method=method, record_every=3, seed=9, record_theta=True)
+    one = simulate(loss, 0.2, Isotropic(0.3), th0, 0.1, 150, **kw)
+    plan = S.CallPlan
+    for cut in (1, 7, 33, 64):
+        monkeypatch.setattr(S, "CallPlan", lambda total, first, fixed, progress, c=cut: plan(total, first, c, progress))
+        many = simulate(loss, 0.2, Isotropic(0.3), th0, 0.1, 150, **kw)
+        for name in ("theta", "loss", "final_theta"):
+            np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=f"{cut} {name}")
