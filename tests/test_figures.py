@@ -67,7 +67,15 @@ def check_files(data, outdir, name):
 
 
 # ----------------------------------------------------------------------------- figures
-@pytest.mark.parametrize("name", [f.name for f in FIGURES])
+# The two figures that integrate flows on a torch network (about 28 s each on 2 cores, most of it
+# torch HVPs) run with the slow tests (CI runs those as a step of their own); their numerics stay
+# in the default run through tests/test_flows.py (the central flow and self-stabilization on the
+# same reference MLP, against GD and against the toy).
+HEAVY = {"central-flow", "self-stabilization"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(f.name, marks=pytest.mark.slow) if f.name in HEAVY else f.name
+                                  for f in FIGURES])
 def test_files(name, outdir):
     check_files(figure(name, outdir), outdir, name)
 
@@ -199,6 +207,7 @@ def test_fig8_stationary_variance(outdir):
     assert ratio[-1] > 5 * ratio[0]  # the map's variance blows up towards the edge, the SDE's does not
 
 
+@pytest.mark.slow
 def test_fig9_central_flow(outdir):
     d = figure("central-flow", outdir)
     assert d["distance_ratio"] <= 0.25                              # GD follows the central flow, not GF
@@ -208,6 +217,7 @@ def test_fig9_central_flow(outdir):
     assert d["gradient_flow_eta_lambda1_final"] > 2.0               # gradient flow sharpens past it
 
 
+@pytest.mark.slow
 def test_fig10_self_stabilization(outdir):
     d = figure("self-stabilization", outdir)
     assert d["whole_cycles"] >= 10
