@@ -188,6 +188,9 @@ def preconditioned_hessian(H, P):
 def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
     """Record r of λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
 
+    ``pre`` is P (d,), or None for a rule without a preconditioner (a separate, smaller
+    specialisation: no preconditioned-sharpness code).
+
     A Hessian with a non-finite entry never reaches LAPACK: the record's curvature is
     NaN (divergence is decided by θ, the gradient and the loss; a +inf Hessian is
     legitimate, e.g. SqrtLoss exactly at L = L*). So is the preconditioned sharpness
@@ -199,8 +202,9 @@ def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
             out_sharp[r] = np.nan
         if out_l2.shape[0] > 0:
             out_l2[r] = np.nan
-        if preconditioned and out_psharp.shape[0] > 0:
-            out_psharp[r] = np.nan
+        if pre is not None:
+            if preconditioned and out_psharp.shape[0] > 0:
+                out_psharp[r] = np.nan
         return
     ev = np.linalg.eigvalsh(H)
     d = ev.shape[0]
@@ -208,6 +212,7 @@ def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
         out_sharp[r] = ev[d - 1]
     if out_l2.shape[0] > 0:
         out_l2[r] = ev[d - 2] if d > 1 else np.nan
-    if preconditioned and out_psharp.shape[0] > 0:
-        S = preconditioned_hessian(H, pre)
-        out_psharp[r] = np.linalg.eigvalsh(S)[d - 1] if np.isfinite(S[0, 0]) else np.nan
+    if pre is not None:  # (None: a rule without a preconditioner; numba leaves this branch out)
+        if preconditioned and out_psharp.shape[0] > 0:
+            S = preconditioned_hessian(H, pre)
+            out_psharp[r] = np.linalg.eigvalsh(S)[d - 1] if np.isfinite(S[0, 0]) else np.nan

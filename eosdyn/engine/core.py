@@ -162,7 +162,8 @@ def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state
 
     Nothing is written before the loss is known to be finite; the moments are accumulated
     last, so a record that raises leaves no trace in them. ``sel_track`` is None when no
-    curvature is recorded (the eigensolver is then left out of the compiled kernel).
+    curvature is recorded (the eigensolver is then left out of the compiled kernel), and
+    ``precond_fn`` is None for a rule without a preconditioner.
     """
     d = theta.shape[0]
     if out_loss.shape[0] > 0 or mom_cnt.shape[0] > 0:
@@ -180,9 +181,12 @@ def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state
         for i in range(d):
             out_theta[r, i] = theta[i]
     if sel_track is not None:
-        if preconditioned:
-            precond_fn(state, hyper, max(t, 1), pre)
-        record_curvature(hess_fn(theta, params), pre, preconditioned, r, out_sharp, out_l2, out_psharp)
+        if precond_fn is None:  # a rule without a preconditioner: no λ_max(P⁻¹H) code is compiled
+            record_curvature(hess_fn(theta, params), None, False, r, out_sharp, out_l2, out_psharp)
+        else:
+            if preconditioned:
+                precond_fn(state, hyper, max(t, 1), pre)
+            record_curvature(hess_fn(theta, params), pre, preconditioned, r, out_sharp, out_l2, out_psharp)
     accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt)
     return True
 
@@ -261,7 +265,10 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     # the minibatch (a rule that steps on g_B): its indices, the draw's scratch, g_B and L_B
     idx = np.empty(nbatch if batch_fn is not None else 0, np.int64)
     swaps = np.empty(nbatch if batch_fn is not None else 0, np.int64)
-    perm = np.arange(nex if (batch_fn is not None and not breplace) else 0)
+    perm = np.empty(0, np.int64)
+    if batch_fn is not None:
+        if not breplace:
+            perm = np.arange(nex)
     gb = np.empty(d if batch_fn is not None else 0)
     lb = 0.0
     at = s0  # the state being processed (or, during a step, the one it makes)

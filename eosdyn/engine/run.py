@@ -453,7 +453,8 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     blocked = (kernel == "blocked" or (kernel == "auto" and not why and n > 1)) and hypers.shape[0] == 1
     sel = (1 if noise is not None else None, 1 if (noise is not None and noise.state_dependent) else None,
            cmethod if ck > 0 else None, 1 if track else None)
-    fns = (loss.value_fn, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, rule.precond_fn, *nfns,
+    precond_fn = rule.precond_fn if pre else None   # None: no preconditioned-sharpness code is compiled
+    fns = (loss.value_fn, loss.grad_into_fn, loss.hess_fn, loss.hvp_fn, rule.step_fn, precond_fn, *nfns,
            loss.batch_fn if draws else None)
 
     def traj_kernel_for(locate):
@@ -468,7 +469,7 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     block_kernel = None
     if blocked:
         block_kernel = kernel_for("blocked", (1 if track else None, loss.value_fn, loss.grad_block_fn, loss.hess_fn,
-                                              rule.step_fn, rule.step_block_fn, rule.precond_fn),
+                                              rule.step_fn, rule.step_block_fn, precond_fn),
                                   _what("blocked", loss, rule))
 
     plan = CallPlan(steps + 1, max(64, 2 ** 22 // max(1, n * d)), max_call_steps, progress)
