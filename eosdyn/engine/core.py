@@ -386,7 +386,7 @@ def run_ensemble(traj_fn, sel_noise, sel_state, sel_probe, sel_track, sel_locate
 
 
 # ---------------------------------------------------------------------- blocks of lanes
-@njit
+@njit(no_cpython_wrapper=True)
 def run_block(lo, hi, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn, params, hypers,
               icfg, fcfg, thetas, states, status, fail_at, out_theta, out_loss, out_gn, out_sharp, out_l2, out_lr,
               out_psharp):
@@ -482,7 +482,7 @@ def run_block(lo, hi, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step
                 states[lo + b, i] = S[i, b]
 
 
-@njit(nogil=True)
+@njit(nogil=True, no_cfunc_wrapper=True)
 def run_ensemble_blocked(block_fn, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step_block_fn, precond_fn,
                          params, hypers, icfg, fcfg, thetas, states, status, fail_at, out_theta, out_loss, out_gn,
                          out_sharp, out_l2, out_lr, out_psharp, block_ok, b0, b1):
