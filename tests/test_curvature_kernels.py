@@ -9,11 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eosdyn.curvature import dense_operator, preconditioned, top_eigenpairs
-from eosdyn.curvature.kernels import (EXACT, HUTCHINSON, LANCZOS, MEAN, POWER, mean_curvature,
-                                      preconditioned_hessian, probe, record_curvature, top_eigs_exact)
-from eosdyn.losses import Quadratic
 from eosdyn._rng import stream
+from eosdyn.curvature import dense_operator, preconditioned, top_eigenpairs
+from eosdyn.curvature.kernels import (
+    EXACT,
+    HUTCHINSON,
+    LANCZOS,
+    MEAN,
+    POWER,
+    mean_curvature,
+    preconditioned_hessian,
+    probe,
+    record_curvature,
+    top_eigs_exact,
+)
+from eosdyn.losses import Quadratic
 
 
 def _spd(seed, d, gap=1.0):
@@ -79,11 +89,14 @@ def test_preconditioned_hessian_is_the_combinators_operator(seed, d):
 def test_records_are_nan_where_the_curvature_is_undefined():
     sharp, l2, ps = np.zeros(1), np.zeros(1), np.zeros(1)
     H = np.diag([3.0, 1.0])
-    record_curvature(H, np.array([1.0, 0.0]), True, 0, sharp, l2, ps)   # a zero in P
+    record_curvature(H, np.array([1.0, 0.0]), 0, sharp, l2, ps)   # a zero in P
     assert sharp[0] == 3.0 and l2[0] == 1.0 and np.isnan(ps[0])
-    record_curvature(np.array([[np.inf, 0.0], [0.0, 1.0]]), np.ones(2), True, 0, sharp, l2, ps)
+    record_curvature(np.array([[np.inf, 0.0], [0.0, 1.0]]), np.ones(2), 0, sharp, l2, ps)
     assert np.isnan(sharp[0]) and np.isnan(l2[0]) and np.isnan(ps[0])
     assert np.isnan(preconditioned_hessian(H, np.array([1.0, -1.0]))).all()
+    ps[0] = 7.0   # no preconditioner (pre None): λ₁, λ₂ recorded, the preconditioned record untouched
+    record_curvature(H, None, 0, sharp, l2, ps)
+    assert sharp[0] == 3.0 and l2[0] == 1.0 and ps[0] == 7.0
 
 
 @pytest.mark.parametrize("method", ["lanczos", "power", "exact"])

@@ -30,8 +30,8 @@ import numpy as np
 from numba import njit
 from numba.core.dispatcher import Dispatcher
 
+from .._arrays import copy_matrix
 from .._validate import finite_vector, nonneg_int
-from ..engine.arrays import copy_matrix
 from ..engine.core import qr_accumulate, record_running
 from ..rules.base import Rule
 from ._common import check_loss

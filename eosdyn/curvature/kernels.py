@@ -99,7 +99,7 @@ def probe(sel_probe, hess_fn, hvp_fn, theta, params, k, m, nsamp, rng, warm, out
         q = _start_vector(warm, rng)
         used = 0
         for j in range(mm):
-            for i in range(d):  # not Q[j] = q: a slice assignment costs seconds to compile (engine.arrays)
+            for i in range(d):  # not Q[j] = q: a slice assignment costs seconds to compile (eosdyn._arrays)
                 Q[j, i] = q[i]
             w = hvp_fn(theta, q, params)
             a = np.dot(w, q)
@@ -185,7 +185,7 @@ def preconditioned_hessian(H, P):
 
 
 @njit(cache=True)
-def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
+def record_curvature(H, pre, r, out_sharp, out_l2, out_psharp):
     """Record r of λ₁, λ₂ of H and, for preconditioned rules, λ_max(P^{-1/2} H P^{-1/2}).
 
     ``pre`` is P (d,), or None for a rule without a preconditioner (a separate, smaller
@@ -203,7 +203,7 @@ def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
         if out_l2.shape[0] > 0:
             out_l2[r] = np.nan
         if pre is not None:
-            if preconditioned and out_psharp.shape[0] > 0:
+            if out_psharp.shape[0] > 0:
                 out_psharp[r] = np.nan
         return
     ev = np.linalg.eigvalsh(H)
@@ -213,6 +213,6 @@ def record_curvature(H, pre, preconditioned, r, out_sharp, out_l2, out_psharp):
     if out_l2.shape[0] > 0:
         out_l2[r] = ev[d - 2] if d > 1 else np.nan
     if pre is not None:  # (None: a rule without a preconditioner; numba leaves this branch out)
-        if preconditioned and out_psharp.shape[0] > 0:
+        if out_psharp.shape[0] > 0:
             S = preconditioned_hessian(H, pre)
             out_psharp[r] = np.linalg.eigvalsh(S)[d - 1] if np.isfinite(S[0, 0]) else np.nan

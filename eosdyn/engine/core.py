@@ -74,9 +74,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._arrays import copy_matrix
 from .._rng import rng_fill_normal
 from ..curvature.kernels import probe, record_curvature
-from .arrays import copy_matrix
 from .minibatch import draw_minibatch
 from .noise import ISO, USER_DIAG, apply_noise, diagonal_noise, noise_matrix
 
@@ -90,9 +90,11 @@ STATUS_NAMES = {ALIVE: "ok", DIVERGED: "diverged", FAILED: "exception", NOT_PSD:
                 LYAPUNOV_DEGENERATE: "Jacobian product lost rank"}
 
 # --- icfg layout (int64) -----------------------------------------------------------------
-(I_STEPS, I_S0, I_S1, I_T0, I_REC0, I_RECK, I_CMETHOD, I_CK, I_CEVERY, I_CM, I_CNSAMP, I_PRECOND,
- I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0, I_BATCH, I_BREPLACE, I_NEXAMPLES, I_NSGD) = range(22)
-N_ICFG = 22
+# (the probe's method and whether the rule is preconditioned are not here: they are compile-time
+# slots, ``sel_probe`` = the method's code and ``precond_fn`` = None without a preconditioner)
+(I_STEPS, I_S0, I_S1, I_T0, I_REC0, I_RECK, I_CK, I_CEVERY, I_CM, I_CNSAMP,
+ I_NKIND, I_NM, I_PSD_RAISE, I_MB_EIGH, I_MOMENTS, I_LYAP0, I_BATCH, I_BREPLACE, I_NEXAMPLES, I_NSGD) = range(20)
+N_ICFG = 20
 # --- fcfg layout (float64) ---------------------------------------------------------------
 F_BLOWUP, F_NSCAL = range(2)
 N_FCFG = 2
@@ -156,8 +158,8 @@ def probe_config(icfg):
 
 # ----------------------------------------------------------------- one state: observe/record
 @njit(inline="always")
-def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state, g, t, r, preconditioned, mom, pre,
-           blk, out_theta, out_loss, out_gn, out_sharp, out_l2, out_psharp, mom_sum, mom_sq, mom_cnt):
+def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state, g, t, r, mom, pre, blk, out_theta,
+           out_loss, out_gn, out_sharp, out_l2, out_psharp, mom_sum, mom_sq, mom_cnt):
     """Record r of one trajectory (state θ at step number t); False if L(θ) is not finite.
 
     Nothing is written before the loss is known to be finite; the moments are accumulated
@@ -182,11 +184,10 @@ def record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state
             out_theta[r, i] = theta[i]
     if sel_track is not None:
         if precond_fn is None:  # a rule without a preconditioner: no λ_max(P⁻¹H) code is compiled
-            record_curvature(hess_fn(theta, params), None, False, r, out_sharp, out_l2, out_psharp)
+            record_curvature(hess_fn(theta, params), None, r, out_sharp, out_l2, out_psharp)
         else:
-            if preconditioned:
-                precond_fn(state, hyper, max(t, 1), pre)
-            record_curvature(hess_fn(theta, params), pre, preconditioned, r, out_sharp, out_l2, out_psharp)
+            precond_fn(state, hyper, max(t, 1), pre)
+            record_curvature(hess_fn(theta, params), pre, r, out_sharp, out_l2, out_psharp)
     accumulate_moments(theta, blk, r, mom, mom_sum, mom_sq, mom_cnt)
     return True
 
@@ -245,7 +246,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
     steps, s0, s1, t0 = icfg[I_STEPS], icfg[I_S0], icfg[I_S1], icfg[I_T0]
     rec0, reck = icfg[I_REC0], icfg[I_RECK]
     ck, cevery, cm, cnsamp = probe_config(icfg)
-    preconditioned, mom = icfg[I_PRECOND] != 0, icfg[I_MOMENTS]
+    mom = icfg[I_MOMENTS]
     nkind, mb_eigh, psd_raise, m, noise_sgd = (icfg[I_NKIND], icfg[I_MB_EIGH] != 0, icfg[I_PSD_RAISE] != 0,
                                                icfg[I_NM], icfg[I_NSGD] != 0)
     nbatch, breplace, nex = icfg[I_BATCH], icfg[I_BREPLACE] != 0, icfg[I_NEXAMPLES]
@@ -292,7 +293,7 @@ def run_trajectory(i, blk, sel_noise, sel_state, sel_probe, sel_track, sel_locat
         r = record_index(s, rec0, reck)
         if r >= 0:
             if not record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, theta, state, g, t0 + s, r,
-                          preconditioned, mom, pre, blk, o_theta, o_loss, o_gn, o_sharp,
+                          mom, pre, blk, o_theta, o_loss, o_gn, o_sharp,
                           o_l2, o_psharp, mom_sum, mom_sq, mom_cnt):
                 status[i] = DIVERGED
                 break
@@ -403,7 +404,6 @@ def run_block(lo, hi, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step
     ns = states.shape[1]
     hyper = hypers[0]
     steps, t0, rec0, reck = icfg[I_STEPS], icfg[I_T0], icfg[I_REC0], icfg[I_RECK]
-    preconditioned = icfg[I_PRECOND] != 0
     blowup = fcfg[F_BLOWUP]
     X = np.empty((d, B))
     S = np.empty((ns, B))
@@ -453,7 +453,7 @@ def run_block(lo, hi, sel_track, value_fn, grad_block_fn, hess_fn, step_fn, step
                 for i in range(ns):
                     st[i] = S[i, b]
                 dead = not record(sel_track, value_fn, hess_fn, precond_fn, params, hyper, th, st, g, t0 + s, r,
-                                  preconditioned, 0, pre, 0, out_theta[k], out_loss[k], out_gn[k], out_sharp[k],
+                                  0, pre, 0, out_theta[k], out_loss[k], out_gn[k], out_sharp[k],
                                   out_l2[k], out_psharp[k], mom0, mom1, mom2)
                 if not dead and s == steps and out_lr.shape[1] > 0:
                     # the step size in force at the final state, on the lane's copy

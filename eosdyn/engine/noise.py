@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._arrays import copy_matrix
 from ..losses.finite_sum import ls_per_example_grad
-from .arrays import copy_matrix
 
 #: noise kinds understood by the kernels
 NONE, ISO, MAT, DIAG, HESS, MB, USER_MAT, USER_DIAG, USER_COV = -1, 0, 1, 2, 3, 4, 5, 6, 7

@@ -423,10 +423,9 @@ def run_map(loss, rule, theta0s, steps, *, record_every=1, record_start=0, recor
     icfg[C.I_T0] = t0
     icfg[C.I_REC0] = record_start
     icfg[C.I_RECK] = record_every
-    icfg[C.I_CMETHOD], icfg[C.I_CK], icfg[C.I_CEVERY] = cmethod, ck, cevery
+    icfg[C.I_CK], icfg[C.I_CEVERY] = ck, cevery
     icfg[C.I_CM] = rule.lanczos_steps
     icfg[C.I_CNSAMP] = rule.hutchinson_samples
-    icfg[C.I_PRECOND] = int(pre)
     icfg[C.I_MOMENTS] = int(moments)
     icfg[C.I_NKIND] = NO_NOISE
     if draws:
@@ -521,7 +520,7 @@ def run_lyapunov(loss, rule, theta0, state0, steps, transient, record_every, blo
     icfg[C.I_STEPS] = transient + steps
     icfg[C.I_S0], icfg[C.I_S1] = 0, transient + steps
     icfg[C.I_LYAP0] = transient
-    icfg[C.I_CMETHOD], icfg[C.I_CK], icfg[C.I_CEVERY] = cmethod, ck, cevery
+    icfg[C.I_CK], icfg[C.I_CEVERY] = ck, cevery
     icfg[C.I_CM] = rule.lanczos_steps
     icfg[C.I_CNSAMP] = rule.hutchinson_samples
     icfg[C.I_NKIND] = NO_NOISE

@@ -41,6 +41,7 @@ import numbers
 import numpy as np
 from numba import njit
 
+from .._arrays import put_rows
 from .._validate import finite_matrix
 from .finite_sum import FiniteSumLoss
 
@@ -74,17 +75,6 @@ def _prefix_suffix(Ws, dims):
         As.append(As[N - 1 - k] @ Ws[k])
     As.reverse()
     return As, Bs
-
-
-@njit(cache=True)
-def _put(M, out, off):
-    """out[off : off + M.size] = M row by row; returns off + M.size. (A slice assignment costs
-    seconds of numba compile time: its shape-mismatch message is built from string code.)"""
-    for a in range(M.shape[0]):
-        for b in range(M.shape[1]):
-            out[off] = M[a, b]
-            off += 1
-    return off
 
 
 @njit(cache=True)
@@ -123,7 +113,7 @@ def _dl_grad(theta, params):
     out = np.empty(theta.shape[0])
     off = 0
     for k in range(len(Ws)):
-        off = _put(As[k].T @ G @ Bs[k].T, out, off)
+        off = put_rows(As[k].T @ G @ Bs[k].T, out, off)
     return out
 
 
@@ -221,7 +211,7 @@ def _dl_hvp(theta, v, params):
     out = np.empty(theta.shape[0])
     off = 0
     for k in range(N):
-        off = _put(dAs_rev[k].T @ G @ Bs[k].T + As[k].T @ dG @ Bs[k].T + As[k].T @ G @ dBs[k].T, out, off)
+        off = put_rows(dAs_rev[k].T @ G @ Bs[k].T + As[k].T @ dG @ Bs[k].T + As[k].T @ G @ dBs[k].T, out, off)
     return out
 
 
